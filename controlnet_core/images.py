@@ -1,0 +1,109 @@
+"""Image conversions and the one definition of "resolution" used everywhere.
+
+Resolution means the short side, as lllyasviel's annotators and controlnet_aux use it: an image is scaled
+so its short side equals the resolution, keeping the aspect ratio, and both sides are rounded to
+multiples of 64 (SD's latent grid needs multiples of 8; 64 matches the reference implementation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+SIZE_MULTIPLE = 64
+MAX_ASPECT_RATIO = 2.0
+
+
+def to_rgb_array(image: object) -> np.ndarray:
+    """An HxWx3 uint8 RGB array from a PIL image or a numpy array (gray, RGB or RGBA; uint8 or float).
+
+    RGBA is composited over white, which is what a transparent upload or canvas looks like on screen.
+    """
+    if image is None:
+        raise ValueError("image is required: got None")
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "P"):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        array = np.asarray(image.convert("RGB"))
+    elif isinstance(image, np.ndarray):
+        array = image
+        if array.dtype != np.uint8:
+            if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+                array = array * 255.0
+            array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+            raise ValueError(f"image must be HxW, HxWx3 or HxWx4; got shape {image.shape}")
+        if array.shape[2] == 1:
+            array = np.repeat(array, 3, axis=2)
+        if array.shape[2] == 4:
+            alpha = array[..., 3:4].astype(np.float32) / 255.0
+            array = np.rint(array[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    else:
+        raise ValueError(f"image must be a PIL image or a numpy array; got {type(image).__name__}")
+    if array.shape[0] < 8 or array.shape[1] < 8:
+        raise ValueError(
+            f"image is too small: {array.shape[1]}x{array.shape[0]} (need at least 8x8)"
+        )
+    return np.ascontiguousarray(array)
+
+
+def target_size(
+    width: int, height: int, resolution: int, multiple: int = SIZE_MULTIPLE
+) -> tuple[int, int]:
+    """(width, height) for an image of the given size scaled so its short side is `resolution`.
+
+    Both sides are rounded to `multiple`; the long side is capped at MAX_ASPECT_RATIO times the short
+    side (see `fit_image`, which centre-crops extreme panoramas instead of squashing them).
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive; got {width}x{height}")
+    scale = resolution / min(width, height)
+    new_w = max(multiple, int(round(width * scale / multiple)) * multiple)
+    new_h = max(multiple, int(round(height * scale / multiple)) * multiple)
+    cap = int(resolution * MAX_ASPECT_RATIO) // multiple * multiple
+    return min(new_w, cap), min(new_h, cap)
+
+
+def fit_image(
+    array: np.ndarray, size: tuple[int, int], resample: int = Image.LANCZOS
+) -> np.ndarray:
+    """Resize (centre-cropping first if the aspect ratio differs) an RGB array to `size` = (w, h)."""
+    target_w, target_h = size
+    height, width = array.shape[:2]
+    if (width, height) == (target_w, target_h):
+        return array
+    target_ratio = target_w / target_h
+    ratio = width / height
+    if abs(ratio - target_ratio) > 1e-3:
+        if ratio > target_ratio:
+            crop_w = max(1, int(round(height * target_ratio)))
+            left = (width - crop_w) // 2
+            array = array[:, left : left + crop_w]
+        else:
+            crop_h = max(1, int(round(width / target_ratio)))
+            top = (height - crop_h) // 2
+            array = array[top : top + crop_h]
+    return np.asarray(Image.fromarray(array).resize((target_w, target_h), resample))
+
+
+def resize_short_side(
+    array: np.ndarray, resolution: int, multiple: int = SIZE_MULTIPLE
+) -> np.ndarray:
+    """`array` scaled so its short side is `resolution`, sides rounded to `multiple`."""
+    height, width = array.shape[:2]
+    size = target_size(width, height, resolution, multiple)
+    resample = Image.LANCZOS if resolution >= min(width, height) else Image.AREA
+    return fit_image(array, size, resample)
+
+
+def image_sha1(array: np.ndarray) -> str:
+    """A content hash of an array (shape + bytes), for caches keyed by image."""
+    import hashlib
+
+    digest = hashlib.sha1(str(array.shape).encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,431 @@
+"""Model loading and caching: one base pipeline, ControlNets loaded lazily into a bounded LRU cache.
+
+`ModelManager` is the only shared model state. It is safe under concurrency: loads happen under locks
+(each model is loaded once even when many requests ask at the same time), and every request gets its own
+pipeline view (`StableDiffusionControlNetPipeline.from_pipe`) over the shared weights with its own
+scheduler instance, so two requests on two modalities never see each other's ControlNet or sampler
+state. Nothing is loaded at construction: the first request pays for loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from controlnet_core.modalities import Modality
+from controlnet_core.preprocessors import WeightsUnavailableError
+from controlnet_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS: dict[str, str] = {
+    "UniPC": "UniPCMultistepScheduler",
+    "DPM++ 2M": "DPMSolverMultistepScheduler",
+    "DPM++ 2M Karras": "DPMSolverMultistepScheduler",
+    "Euler a": "EulerAncestralDiscreteScheduler",
+    "Euler": "EulerDiscreteScheduler",
+    "DDIM": "DDIMScheduler",
+}
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+StatusCallback = Callable[[str], None]
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA when present, else Apple MPS, else CPU; an explicit request must be available."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but CUDA is not available")
+    if requested == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("device 'mps' was requested but MPS is not available")
+    return torch.device(requested)
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on accelerators (half the memory, same images for SD1.5), fp32 on CPU."""
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+def make_scheduler(name: str, base_config: dict):
+    """A fresh scheduler instance named `name` (see SCHEDULERS) from the base model's config."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {list(SCHEDULERS)}; got {name!r}")
+    cls = getattr(diffusers, SCHEDULERS[name])
+    extra = {"use_karras_sigmas": True} if "Karras" in name else {}
+    return cls.from_config(base_config, **extra)
+
+
+@contextmanager
+def _quiet_diffusers():
+    """from_pipe logs a dtype-cast warning per component for every view; it is noise here."""
+    from diffusers.utils import logging as diffusers_logging
+
+    previous = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(previous)
+
+
+@dataclass(frozen=True)
+class LoadedControlNet:
+    key: str
+    model_id: str
+    model: torch.nn.Module
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _from_pretrained_local_first(loader: Callable, source: str, **kwargs):
+    """Load from a local folder, or from the hub cache first and the network only if that fails."""
+    if Path(source).exists() or _hub_offline():
+        return loader(source, **kwargs)
+    try:
+        return loader(source, local_files_only=True, **kwargs)
+    except Exception:  # not cached (yet): fall through to the network
+        return loader(source, **kwargs)
+
+
+def _missing_weights_message(what: str, model_id: str, error: Exception, hint: str) -> str:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"The {what} weights '{model_id}' could not be loaded ({reason[:300]}).\n"
+        f"Provide them in one of these ways:\n"
+        f"  • allow access to the Hugging Face hub (the weights are downloaded once and cached);\n"
+        f"  • {hint};\n"
+        f"  • or run offline: `python app.py --backend toy` (small model trained in this repo, "
+        f"shapes only) or `--backend tiny` (random weights, for testing)."
+    )
+
+
+class ModelManager:
+    """Loads and caches the base pipeline and the ControlNets for one backend.
+
+    `backend` "auto" resolves at the first load: real weights if the base model loads, else the toy
+    model when its weights ship with the project.
+    """
+
+    def __init__(self, settings: Settings, backend: str | None = None) -> None:
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self._backend = backend or settings.backend
+        self._base = None
+        self._base_id: str | None = None
+        self._base_lock = threading.Lock()
+        self._controlnets: OrderedDict[str, LoadedControlNet] = OrderedDict()
+        self._controlnet_locks: dict[str, threading.Lock] = {}
+        self._cache_lock = threading.Lock()
+        self.loads: dict[str, int] = {}
+
+    # --- what is loaded -------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """The backend in use ("auto" until the first load resolves it)."""
+        return self._backend
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if self._backend in ("tiny", "toy"):
+            return torch.float32
+        return pick_dtype(self.device)
+
+    @property
+    def base_model_id(self) -> str | None:
+        return self._base_id
+
+    def cached_controlnets(self) -> list[str]:
+        with self._cache_lock:
+            return list(self._controlnets)
+
+    def _count_load(self, name: str) -> None:
+        self.loads[name] = self.loads.get(name, 0) + 1
+
+    # --- base model -----------------------------------------------------------------------------
+
+    def base(self, status: StatusCallback | None = None):
+        """The shared base `StableDiffusionPipeline`, loaded on first use."""
+        if self._base is not None:
+            return self._base
+        with self._base_lock:
+            if self._base is None:
+                self._base, self._base_id = self._load_base(status)
+                self._count_load("base")
+        return self._base
+
+    def _load_base(self, status: StatusCallback | None):
+        backend = self._backend
+        if backend == "tiny":
+            from controlnet_core.tiny import TINY_BASE_ID, tiny_pipeline
+
+            _say(status, "Building the tiny offline model…")
+            return tiny_pipeline().to(self.device), TINY_BASE_ID
+        if backend == "toy":
+            return self._load_toy_base(status)
+        try:
+            pipe = self._load_real_base(status)
+        except WeightsUnavailableError:
+            if backend != "auto" or not _toy_available():
+                raise
+            log.warning("real SD1.5 weights unavailable; falling back to the toy model")
+            self._backend = "toy"
+            return self._load_toy_base(status)
+        self._backend = "real"
+        return pipe, self.settings.base_model
+
+    def _load_toy_base(self, status: StatusCallback | None):
+        from diffusers import StableDiffusionPipeline
+
+        from controlnet_core.toy import TOY_WEIGHTS_DIR
+
+        folder = TOY_WEIGHTS_DIR / "base"
+        if not (folder / "model_index.json").exists():
+            raise WeightsUnavailableError(
+                f"The toy model's weights are missing from {folder}. Reproduce them with "
+                "`python -m controlnet_core.toy.train`, or use `--backend tiny`."
+            )
+        _say(status, "Loading the toy model trained in this repo…")
+        self._backend = "toy"
+        pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32)
+        return pipe.to(self.device), "toy:base"
+
+    def _load_real_base(self, status: StatusCallback | None):
+        from diffusers import StableDiffusionPipeline
+
+        source = self.settings.base_model
+        dtype = pick_dtype(self.device)
+        extra = {}
+        if not self.settings.safety_checker:
+            extra = {"safety_checker": None, "requires_safety_checker": False}
+        _say(status, f"Loading base model {source} (first use only)…")
+        try:
+            if source.lower().endswith(SINGLE_FILE_SUFFIXES):
+                if not Path(source).is_file():
+                    raise FileNotFoundError(f"no such file: {source}")
+                config = self.settings.base_model_config
+                kwargs = {"config": config} if config else {}
+                if config or _hub_offline():
+                    kwargs["local_files_only"] = True
+                pipe = StableDiffusionPipeline.from_single_file(
+                    source, dtype=dtype, **kwargs, **extra
+                )
+            else:
+                pipe = _from_pretrained_local_first(
+                    StableDiffusionPipeline.from_pretrained, source, dtype=dtype, **extra
+                )
+        except Exception as error:  # offline, not cached, bad path, bad file
+            hint = (
+                "point --base-model (or CONTROLNET_BASE_MODEL) at a local diffusers folder or a "
+                "single .safetensors/.ckpt file (add --base-model-config with a diffusers folder "
+                "to load a single file offline)"
+            )
+            raise WeightsUnavailableError(
+                _missing_weights_message("base model", source, error, hint)
+            ) from error
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(self.device)
+
+    # --- ControlNets ----------------------------------------------------------------------------
+
+    def controlnet(
+        self, modality: Modality, status: StatusCallback | None = None
+    ) -> LoadedControlNet:
+        """The ControlNet of `modality`, from the LRU cache or loaded now (once, even if racing)."""
+        base = self.base(status)
+        key = modality.controlnet_key
+        with self._cache_lock:
+            cached = self._controlnets.get(key)
+            if cached is not None:
+                self._controlnets.move_to_end(key)
+                return cached
+            lock = self._controlnet_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._cache_lock:
+                cached = self._controlnets.get(key)
+                if cached is not None:
+                    return cached
+            model, model_id = self._load_controlnet(modality, base, status)
+            loaded = LoadedControlNet(key=key, model_id=model_id, model=model)
+            self._count_load(f"controlnet:{key}")
+            with self._cache_lock:
+                self._controlnets[key] = loaded
+                while len(self._controlnets) > self.settings.max_cached_controlnets:
+                    # In-flight requests keep their own reference, so eviction is safe.
+                    self._controlnets.popitem(last=False)
+            return loaded
+
+    def _load_controlnet(self, modality: Modality, base, status: StatusCallback | None):
+        from diffusers import ControlNetModel
+
+        backend = self._backend
+        if backend == "tiny":
+            from controlnet_core.tiny import TINY_CONTROLNET_PREFIX, tiny_controlnet
+
+            model = tiny_controlnet(base.unet, modality.controlnet_key)
+            return model.to(self.device), TINY_CONTROLNET_PREFIX + modality.controlnet_key
+        if backend == "toy":
+            from controlnet_core.toy import toy_controlnet_folder
+
+            folder = toy_controlnet_folder(modality.controlnet_key)
+            if folder is None or not (folder / "config.json").exists():
+                raise WeightsUnavailableError(
+                    f"The toy model (shapes only, trained in this repo) has no ControlNet for "
+                    f"{modality.label}. It covers: {', '.join(toy_modalities())}. Real weights "
+                    f"('{modality.controlnet_id}') need hub access or --controlnet-dir."
+                )
+            _say(status, f"Loading the toy {modality.label} ControlNet…")
+            model = ControlNetModel.from_pretrained(str(folder), dtype=torch.float32)
+            return model.to(self.device).eval(), f"toy:{folder.name}"
+        source = modality.controlnet_id
+        local = self._local_controlnet_folder(modality)
+        _say(status, f"Loading ControlNet {local or source} (first use only)…")
+        try:
+            model = _from_pretrained_local_first(
+                ControlNetModel.from_pretrained, str(local or source), dtype=self.dtype
+            )
+        except Exception as error:
+            name = source.split("/")[-1]
+            hint = (
+                f"download it into a folder and pass --controlnet-dir (or CONTROLNET_MODELS_DIR): "
+                f"the app looks for <dir>/{name}/config.json"
+            )
+            raise WeightsUnavailableError(
+                _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
+            ) from error
+        return model.to(self.device).eval(), source
+
+    def _local_controlnet_folder(self, modality: Modality) -> Path | None:
+        if not self.settings.controlnet_dir:
+            return None
+        folder = Path(self.settings.controlnet_dir) / modality.controlnet_id.split("/")[-1]
+        return folder if (folder / "config.json").exists() else None
+
+    # --- per-request pipelines -------------------------------------------------------------------
+
+    def pipeline(
+        self,
+        controlnets: Sequence[LoadedControlNet],
+        scheduler: str,
+        status: StatusCallback | None = None,
+    ):
+        """A fresh `StableDiffusionControlNetPipeline` view for one request.
+
+        It shares every weight with the base pipeline (no copy) but owns its scheduler, and its
+        ControlNet (or MultiControlNetModel for several) is fixed for its lifetime.
+        """
+        from diffusers import MultiControlNetModel, StableDiffusionControlNetPipeline
+
+        base = self.base(status)
+        if not controlnets:
+            raise ValueError("controlnets must name at least one ControlNet")
+        models = [c.model for c in controlnets]
+        controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
+        with _quiet_diffusers():
+            pipe = StableDiffusionControlNetPipeline.from_pipe(
+                base,
+                controlnet=controlnet,
+                scheduler=make_scheduler(scheduler, base.scheduler.config),
+                dtype=self.dtype,
+            )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def plain_pipeline(self, scheduler: str, status: StatusCallback | None = None):
+        """A fresh plain `StableDiffusionPipeline` view (no ControlNet) over the shared weights."""
+        from diffusers import StableDiffusionPipeline
+
+        base = self.base(status)
+        with _quiet_diffusers():
+            pipe = StableDiffusionPipeline.from_pipe(
+                base,
+                scheduler=make_scheduler(scheduler, base.scheduler.config),
+                dtype=self.dtype,
+            )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def _say(status: StatusCallback | None, message: str) -> None:
+    log.info(message)
+    if status is not None:
+        status(message)
+
+
+def _toy_available() -> bool:
+    try:
+        from controlnet_core.toy import TOY_WEIGHTS_DIR
+    except ImportError:
+        return False
+    return (TOY_WEIGHTS_DIR / "base" / "model_index.json").exists()
+
+
+def toy_modalities() -> list[str]:
+    """Labels of the modalities the toy model has a ControlNet for."""
+    from controlnet_core.modalities import MODALITIES
+    from controlnet_core.toy import toy_controlnet_folder
+
+    return [
+        m.label
+        for m in MODALITIES.values()
+        if (folder := toy_controlnet_folder(m.controlnet_key)) is not None
+        and (folder / "config.json").exists()
+    ]
+
+
+def resolve_backend(settings: Settings, probe_timeout: float = 3.0) -> str:
+    """The backend "auto" will use, decided cheaply at start-up without loading any weights.
+
+    Real weights when the base model is a local path, is in the hub cache, or the hub answers;
+    otherwise the toy model (when its weights ship). Explicit backends are returned unchanged.
+    """
+    if settings.backend != "auto":
+        return settings.backend
+    if not _toy_available():
+        return "real"
+    source = settings.base_model
+    if Path(source).exists():
+        return "real"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(source, "model_index.json"), str):
+            return "real"
+    except Exception:  # a malformed id is the loader's problem, not the probe's
+        pass
+    if _hub_offline():
+        return "toy"
+    return "real" if _hub_reachable(probe_timeout) else "toy"
+
+
+def _hub_reachable(timeout: float) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,179 @@
+"""The one place where configuration is read: environment variables with defaults, CLI overrides.
+
+Every setting has an environment variable (for Hugging Face Spaces and containers) and a flag of
+`python app.py` (which wins). Limits are capped at their hard maximum, so a bad env value can never
+make the app accept a 4096² request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+
+BACKENDS = ("auto", "real", "toy", "tiny")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+HARD_MAX_RESOLUTION = 1024
+HARD_MAX_IMAGES = 8
+HARD_MAX_STEPS = 100
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All runtime configuration of the app and the core.
+
+    backend: "real" loads SD1.5 + ControlNet 1.1 weights (hub id, local folder or single file);
+    "toy" runs the small model trained in this repo; "tiny" runs random SD1.5-shaped weights (tests);
+    "auto" uses real weights when they can be loaded and falls back to the toy model otherwise.
+    """
+
+    backend: str = "auto"
+    base_model: str = DEFAULT_BASE_MODEL
+    base_model_config: str | None = None
+    controlnet_dir: str | None = None
+    device: str = "auto"
+    scheduler: str = "UniPC"
+    safety_checker: bool = True
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    max_resolution: int = 768
+    max_images: int = 4
+    max_steps: int = 50
+    max_cached_controlnets: int = 3
+    queue_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        # Caps: a setting may lower a limit, never raise it past the hard maximum.
+        object.__setattr__(
+            self, "max_resolution", _clamp(self.max_resolution, 64, HARD_MAX_RESOLUTION)
+        )
+        object.__setattr__(self, "max_images", _clamp(self.max_images, 1, HARD_MAX_IMAGES))
+        object.__setattr__(self, "max_steps", _clamp(self.max_steps, 1, HARD_MAX_STEPS))
+        object.__setattr__(self, "max_cached_controlnets", max(1, self.max_cached_controlnets))
+        if self.max_resolution % 64:
+            object.__setattr__(self, "max_resolution", self.max_resolution // 64 * 64)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, int(value)))
+
+
+def _env_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
+
+
+ENV_VARS: dict[str, str] = {
+    "backend": "CONTROLNET_BACKEND",
+    "base_model": "CONTROLNET_BASE_MODEL",
+    "base_model_config": "CONTROLNET_BASE_MODEL_CONFIG",
+    "controlnet_dir": "CONTROLNET_MODELS_DIR",
+    "device": "CONTROLNET_DEVICE",
+    "scheduler": "CONTROLNET_SCHEDULER",
+    "safety_checker": "CONTROLNET_SAFETY_CHECKER",
+    "host": "CONTROLNET_HOST",
+    "port": "CONTROLNET_PORT",
+    "share": "CONTROLNET_SHARE",
+    "max_resolution": "CONTROLNET_MAX_RESOLUTION",
+    "max_images": "CONTROLNET_MAX_IMAGES",
+    "max_steps": "CONTROLNET_MAX_STEPS",
+    "max_cached_controlnets": "CONTROLNET_MAX_CACHED_CONTROLNETS",
+    "queue_size": "CONTROLNET_QUEUE_SIZE",
+}
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from environment variables (see ENV_VARS), defaults for the rest."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    defaults = Settings()
+    for field in fields(Settings):
+        name = ENV_VARS[field.name]
+        if name not in environ:
+            continue
+        raw = environ[name]
+        default = getattr(defaults, field.name)
+        try:
+            if isinstance(default, bool):
+                values[field.name] = _env_bool(raw)
+            elif isinstance(default, int):
+                values[field.name] = int(raw)
+            else:
+                values[field.name] = (
+                    raw or None if field.name.endswith(("_config", "_dir")) else raw
+                )
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+    return Settings(**values)
+
+
+def build_parser(defaults: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="ControlNet demo suite: every ControlNet modality in one tabbed app.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=defaults.backend,
+        help="real: SD1.5 + ControlNet 1.1 weights; toy: small model trained in this repo "
+        "(offline); tiny: random SD1.5-shaped weights (tests); auto: real, else toy",
+    )
+    parser.add_argument(
+        "--base-model",
+        default=defaults.base_model,
+        help="hub id, local diffusers folder, or single .safetensors/.ckpt file",
+    )
+    parser.add_argument(
+        "--base-model-config",
+        default=defaults.base_model_config,
+        help="local diffusers folder with the configs for a single-file base model (offline use)",
+    )
+    parser.add_argument(
+        "--controlnet-dir",
+        default=defaults.controlnet_dir,
+        help="folder with local ControlNet folders named like control_v11p_sd15_canny",
+    )
+    parser.add_argument("--device", choices=DEVICES, default=defaults.device)
+    parser.add_argument("--scheduler", default=defaults.scheduler, help="default sampler")
+    parser.add_argument(
+        "--safety-checker",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.safety_checker,
+        help="run the base model's NSFW safety checker when it has one",
+    )
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=defaults.share)
+    parser.add_argument("--max-resolution", type=int, default=defaults.max_resolution)
+    parser.add_argument("--max-images", type=int, default=defaults.max_images)
+    parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
+    parser.add_argument(
+        "--max-cached-controlnets", type=int, default=defaults.max_cached_controlnets
+    )
+    parser.add_argument("--queue-size", type=int, default=defaults.queue_size)
+    return parser
+
+
+def settings_from_cli(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from the environment, overridden by command-line flags."""
+    defaults = settings_from_env(environ)
+    args = build_parser(defaults).parse_args(argv)
+    return defaults.with_overrides(**vars(args))

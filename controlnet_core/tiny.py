@@ -1,0 +1,173 @@
+"""The "tiny" backend: SD1.5-shaped models with random weights, built locally from configs.
+
+It exists to test the real code path fast and offline: the same diffusers classes, pipelines and
+schedulers as SD1.5, with a few thousand times fewer parameters. Everything is seeded, so a given seed
+always gives the same weights and images. The ControlNets get non-zero output convolutions (a fresh
+`ControlNetModel.from_unet` is zero-initialised and would change nothing), so control visibly matters.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+TINY_BASE_ID = "tiny:sd15-shaped"
+TINY_CONTROLNET_PREFIX = "tiny:controlnet-"
+
+# The SD1.5 scheduler config (stable-diffusion-v1-5/scheduler/scheduler_config.json).
+SD15_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "prediction_type": "epsilon",
+    "trained_betas": None,
+}
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table (what CLIP's BPE vocab is made of)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes), strict=True))
+
+
+def write_byte_level_tokenizer(folder: Path, words: tuple[str, ...] = ()) -> Path:
+    """Write vocab.json + merges.txt of a byte-level CLIP tokenizer into `folder`.
+
+    Every byte has a token (so any prompt tokenizes); each of `words` becomes one token through merges.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab_tokens = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
+    merges: list[str] = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            merged = pieces[0] + pieces[1]
+            if merged not in vocab_tokens:
+                vocab_tokens.append(merged)
+            pieces = [merged] + pieces[2:]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    lines = ["#version: 0.2", *dict.fromkeys(merges)]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@lru_cache(maxsize=1)
+def _tokenizer_folder() -> Path:
+    return write_byte_level_tokenizer(Path(tempfile.mkdtemp(prefix="controlnet-tiny-tokenizer-")))
+
+
+def tiny_tokenizer():
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(_tokenizer_folder()), model_max_length=77)
+
+
+def tiny_components(seed: int = 0) -> dict:
+    """The components of a tiny SD1.5-shaped pipeline (unet, vae, text encoder, tokenizer, scheduler).
+
+    Seeded like diffusers' own `get_dummy_components`: `torch.manual_seed(seed)` before each model.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        cross_attention_dim=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=32,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 32, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=64,
+    )
+    torch.manual_seed(seed)
+    text_config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    scheduler = UniPCMultistepScheduler.from_config(SD15_SCHEDULER_CONFIG)
+    for module in (unet, vae, text_encoder):
+        module.eval().requires_grad_(False)
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler": scheduler,
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+    }
+
+
+def tiny_pipeline(seed: int = 0):
+    """A tiny `StableDiffusionPipeline` (no safety checker)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(**tiny_components(seed), requires_safety_checker=False)
+
+
+def randomize_control_outputs(controlnet, seed: int, std: float = 0.05) -> None:
+    """Give a ControlNet non-zero output ("zero") convolutions so that it changes the image."""
+    generator = torch.Generator().manual_seed(seed)
+    convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    convs.append(controlnet.controlnet_cond_embedding.conv_out)
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * std)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * std)
+
+
+def tiny_controlnet(unet, key: str):
+    """A ControlNet cloned from `unet` (as the paper does) with seeded non-zero output convolutions."""
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet)
+    randomize_control_outputs(controlnet, seed=zlib.crc32(key.encode()))
+    return controlnet.eval().requires_grad_(False)

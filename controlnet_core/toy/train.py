@@ -1,0 +1,416 @@
+"""Train the toy Stable Diffusion and toy ControlNets from a fixed seed on 2 CPU cores.
+
+Stages, as in the ControlNet paper scaled down:
+1. autoencoder (L1 + image-gradient loss + a tiny KL term) on 32×32 crops of the synthetic images;
+2. UNet + text encoder on the precomputed latents (epsilon prediction, SD1.5 noise schedule,
+   10 % of captions dropped so classifier-free guidance works, min-SNR loss weighting, EMA);
+3. ControlNets (``ControlNetModel.from_unet``: a trainable copy of the encoder joined by zero
+   convolutions) with the base model frozen and 50 % of the prompts dropped: ``controlnet_edges``
+   on a mix of canny maps and scribble strokes, optionally ``controlnet_regions`` on region maps.
+
+``python -m controlnet_core.toy.train`` reproduces the shipped weights; ``--smoke`` runs a few steps
+on a tiny dataset (what CI runs). Losses go to ``<out>/train_log.jsonl`` and stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from controlnet_core.toy import TOY_WEIGHTS_DIR, build
+from controlnet_core.toy.data import generate_dataset
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that determines the trained weights (together with the code)."""
+
+    seed: int = 0
+    samples: int = 20000
+    batch_size: int = 32
+    ae_steps: int = 1000
+    ae_lr: float = 2e-3
+    ae_crop: int = 32
+    unet_steps: int = 3000
+    unet_lr: float = 1e-3
+    caption_dropout: float = 0.1
+    edges_steps: int = 2000
+    regions_steps: int = 0
+    controlnet_lr: float = 1e-3
+    controlnet_caption_dropout: float = 0.5
+    scribble_fraction: float = 0.5
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    workers: int = 2
+
+
+SMOKE = {
+    "samples": 48,
+    "batch_size": 8,
+    "ae_steps": 2,
+    "unet_steps": 2,
+    "edges_steps": 2,
+    "regions_steps": 2,
+    "workers": 1,
+}
+
+
+class Logger:
+    """Writes one JSON object per line to ``train_log.jsonl`` and a short line to stdout."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.start = time.time()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("w")
+
+    def log(self, **record) -> None:
+        record["elapsed_s"] = round(time.time() - self.start, 1)
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        print(
+            " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+            ),
+            flush=True,
+        )
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual warm-up of the decay."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+        self.decay = decay
+        self.step = 0
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        self.step += 1
+        decay = min(self.decay, (1 + self.step) / (10 + self.step))
+        for s, p in zip(self.shadow.parameters(), module.parameters(), strict=True):
+            s.lerp_(p.detach(), 1 - decay)
+
+
+def _to_unit(images_u8: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1] (the VAE's input range)."""
+    return torch.from_numpy(images_u8).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()
+
+
+def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger):
+    """Stage 1: fit the ×4 autoencoder; crops keep it cheap and teach it every border position."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 1])
+    vae = build.build_vae().train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
+    size = images.shape[1]
+    for step in range(cfg.ae_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.ae_lr * _lr_factor(step, cfg.ae_steps, warmup=min(50, cfg.ae_steps))
+        idx = rng.integers(len(images), size=cfg.batch_size)
+        oy, ox = rng.integers(0, size - cfg.ae_crop + 1, size=2)
+        x = _to_unit(images[idx, oy : oy + cfg.ae_crop, ox : ox + cfg.ae_crop])
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        l1 = (recon - x).abs().mean()
+        grad = _gradient_l1(recon, x)
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = l1 + grad + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.ae_steps - 1:
+            logger.log(
+                stage="autoencoder",
+                step=step,
+                loss=loss.item(),
+                l1=l1.item(),
+                grad=grad.item(),
+                kl=kl.item(),
+            )
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Posterior means of all images (the autoencoder is frozen from here on)."""
+    out = [
+        vae.encode(_to_unit(images[i : i + batch])).latent_dist.mode()
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(out)
+
+
+def _tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def _noisy_batch(scheduler, latents: torch.Tensor, gamma: float):
+    """Sample timesteps and noise; return noisy latents, targets and min-SNR loss weights."""
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
+    noisy = scheduler.add_noise(latents, noise, t)
+    alphas = scheduler.alphas_cumprod[t]
+    snr = alphas / (1 - alphas)
+    weight = torch.clamp(snr, max=gamma) / snr
+    return noisy, noise, t, weight
+
+
+def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+    return (per_sample * weight).mean()
+
+
+def train_unet(
+    cfg: TrainConfig,
+    latents: torch.Tensor,
+    input_ids: torch.Tensor,
+    empty_ids: torch.Tensor,
+    vocab: int,
+    logger: Logger,
+):
+    """Stage 2: UNet + text encoder on latents, dropping 10 % of captions for classifier-free guidance."""
+    torch.manual_seed(cfg.seed + 2)
+    rng = np.random.default_rng([cfg.seed, 2])
+    unet = build.build_unet().train()
+    text_encoder = build.build_text_encoder(vocab).train()
+    scheduler = build.train_scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
+    for step in range(cfg.unet_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.unet_lr * _lr_factor(
+                step, cfg.unet_steps, warmup=min(100, cfg.unet_steps)
+            )
+        idx = torch.from_numpy(rng.integers(len(latents), size=cfg.batch_size))
+        ids = input_ids[idx].clone()
+        drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
+        ids[drop] = empty_ids
+        noisy, noise, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
+        hidden = text_encoder(ids)[0]
+        pred = unet(noisy, t, hidden).sample
+        loss = _weighted_mse(pred, noise, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_unet.update(unet)
+        ema_text.update(text_encoder)
+        if step % 50 == 0 or step == cfg.unet_steps - 1:
+            logger.log(stage="unet", step=step, loss=loss.item())
+    return ema_unet.shadow, ema_text.shadow
+
+
+def train_controlnet(
+    cfg: TrainConfig,
+    name: str,
+    steps: int,
+    unet,
+    text_encoder,
+    latents: torch.Tensor,
+    input_ids: torch.Tensor,
+    empty_ids: torch.Tensor,
+    controls: list[np.ndarray],
+    control_weights: list[float],
+    logger: Logger,
+):
+    """Stage 3: train a ControlNet copy of the frozen UNet; half of the prompts are dropped (paper)."""
+    seed_offset = {"edges": 3, "regions": 4}[name]
+    torch.manual_seed(cfg.seed + seed_offset)
+    rng = np.random.default_rng([cfg.seed, seed_offset])
+    unet.requires_grad_(False).eval()
+    text_encoder.requires_grad_(False).eval()
+    controlnet = build.build_controlnet(unet).train()
+    scheduler = build.train_scheduler()
+    opt = torch.optim.AdamW(controlnet.parameters(), lr=cfg.controlnet_lr, weight_decay=0.01)
+    ema = EMA(controlnet, cfg.ema_decay)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.controlnet_lr * _lr_factor(step, steps, warmup=min(100, steps))
+        idx_np = rng.integers(len(latents), size=cfg.batch_size)
+        idx = torch.from_numpy(idx_np)
+        source = rng.choice(len(controls), size=cfg.batch_size, p=control_weights)
+        cond = np.stack([controls[s][i] for s, i in zip(source, idx_np, strict=True)])
+        if cond.ndim == 3:
+            cond = np.repeat(cond[..., None], 3, axis=3)
+        cond_t = torch.from_numpy(cond).permute(0, 3, 1, 2).float() / 255.0
+        ids = input_ids[idx].clone()
+        drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.controlnet_caption_dropout)
+        ids[drop] = empty_ids
+        noisy, noise, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
+        with torch.no_grad():
+            hidden = text_encoder(ids)[0]
+        down, mid = controlnet(noisy, t, hidden, controlnet_cond=cond_t, return_dict=False)
+        pred = unet(
+            noisy,
+            t,
+            hidden,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample
+        loss = _weighted_mse(pred, noise, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+        opt.step()
+        ema.update(controlnet)
+        if step % 50 == 0 or step == steps - 1:
+            logger.log(stage=f"controlnet_{name}", step=step, loss=loss.item())
+    return ema.shadow
+
+
+def train(
+    cfg: TrainConfig,
+    out: pathlib.Path,
+    stages: tuple[str, ...] = ("ae", "unet", "edges", "regions"),
+) -> dict:
+    """Run the requested stages into ``out`` and return per-stage wall times in seconds.
+
+    Stages not requested are loaded from ``out`` (so a ControlNet can be retrained on the shipped
+    base model). The base pipeline goes to ``out/base``, the ControlNets to ``out/controlnet_*``.
+    """
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    torch.set_num_threads(int(os.environ.get("TOY_TRAIN_THREADS", "2")))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    out.mkdir(parents=True, exist_ok=True)
+    logger = Logger(out / "train_log.jsonl")
+    logger.log(stage="config", **dataclasses.asdict(cfg))
+    times: dict[str, float] = {}
+
+    t0 = time.time()
+    data = generate_dataset(cfg.seed, cfg.samples, workers=cfg.workers)
+    times["data"] = time.time() - t0
+    logger.log(stage="data", samples=cfg.samples, seconds=round(times["data"], 1))
+
+    base = out / "base"
+    tokenizer = build.build_tokenizer(base / "tokenizer")
+    if "ae" in stages:
+        t0 = time.time()
+        vae = train_autoencoder(cfg, data["image"], logger)
+        times["autoencoder"] = time.time() - t0
+    else:
+        vae = AutoencoderKL.from_pretrained(base / "vae").eval().requires_grad_(False)
+
+    t0 = time.time()
+    latents = encode_latents(vae, data["image"])
+    if "ae" in stages:
+        # SD convention: latents * scaling_factor have unit variance.
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+        vae.save_pretrained(base / "vae", safe_serialization=True)
+    latents = latents * vae.config.scaling_factor
+    times["encode_latents"] = time.time() - t0
+    logger.log(
+        stage="latents",
+        scaling_factor=vae.config.scaling_factor,
+        seconds=round(times["encode_latents"], 1),
+    )
+
+    input_ids = _tokenize(tokenizer, data["caption"])
+    empty_ids = _tokenize(tokenizer, [""])[0]
+    if "unet" in stages:
+        t0 = time.time()
+        unet, text_encoder = train_unet(cfg, latents, input_ids, empty_ids, len(tokenizer), logger)
+        times["unet"] = time.time() - t0
+        pipe = build.assemble_pipeline(vae, text_encoder, tokenizer, unet)
+        pipe.save_pretrained(base, safe_serialization=True)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(base)
+        unet, text_encoder = pipe.unet, pipe.text_encoder
+
+    nets = {
+        "edges": (
+            cfg.edges_steps,
+            [data["canny"], data["scribble"]],
+            [1 - cfg.scribble_fraction, cfg.scribble_fraction],
+        ),
+        "regions": (cfg.regions_steps, [data["regions"]], [1.0]),
+    }
+    for name, (steps, controls, weights) in nets.items():
+        if name not in stages or steps <= 0:
+            continue
+        t0 = time.time()
+        net = train_controlnet(
+            cfg,
+            name,
+            steps,
+            unet,
+            text_encoder,
+            latents,
+            input_ids,
+            empty_ids,
+            controls,
+            weights,
+            logger,
+        )
+        net.save_pretrained(out / f"controlnet_{name}", safe_serialization=True)
+        times[f"controlnet_{name}"] = time.time() - t0
+
+    times["total"] = sum(times.values())
+    logger.log(stage="done", **{k: round(v, 1) for k, v in times.items()})
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=TOY_WEIGHTS_DIR,
+        help="output folder (default: the shipped weights)",
+    )
+    parser.add_argument("--smoke", action="store_true", help="a few steps on a tiny dataset (CI)")
+    parser.add_argument(
+        "--stages",
+        default="ae,unet,edges,regions",
+        help="comma-separated subset of ae,unet,edges,regions",
+    )
+    for field in dataclasses.fields(TrainConfig):
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}", type=type(field.default), default=None
+        )
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(**(SMOKE if args.smoke else {}))
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(args, field.name)
+        if value is not None:
+            setattr(cfg, field.name, value)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    times = train(cfg, args.out, tuple(s.strip() for s in args.stages.split(",") if s.strip()))
+    print(json.dumps({k: round(v, 1) for k, v in times.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""The one tab builder every modality uses.
+
+`create_demo(modality_id, engine)` builds a tab from the modality's registry entry: the input (upload or
+drawing canvas), the preprocessor choice with its parameters (rendered from their `ParamSpec`s), the
+control sliders, the advanced settings and a gallery that shows the control map first. It wires two
+named API endpoints: `/<modality id>` (generate) and `/<modality id>_map` (preview the control map only).
+Tab modules add only what is special to them through `extra_inputs`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from controlnet_core.engine import MAX_CONDITIONING_SCALE, MAX_SEED, Engine, GenerationRequest
+from controlnet_core.modalities import INPUT_CANVAS, Modality, get_modality
+from controlnet_core.models import SCHEDULERS
+from controlnet_core.preprocessors import (
+    MAX_DETECT_RESOLUTION,
+    MIN_DETECT_RESOLUTION,
+    ParamSpec,
+    WeightsUnavailableError,
+    get_preprocessor,
+)
+
+log = logging.getLogger(__name__)
+
+DISPLAY_MIN_SIDE = 256
+CANVAS_SIZE = (512, 512)
+
+
+@dataclass
+class TabInputs:
+    """What a tab module may need to reach: the input component and the generate inputs."""
+
+    modality: Modality
+    source: gr.components.Component
+    prompt: gr.Textbox
+    preprocessor: gr.Dropdown
+    gallery: gr.Gallery
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn core errors into messages on the page: never a traceback, always what to do."""
+
+    @functools.wraps(fn)  # keeps the signature: gradio finds `progress=gr.Progress()` through it
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except WeightsUnavailableError as error:
+            raise gr.Error(str(error), duration=None, title="Weights unavailable") from error
+        except ValueError as error:
+            raise gr.Error(str(error), title="Invalid input") from error
+        except Exception as error:  # the page gets a message; the console keeps the traceback
+            log.exception("request failed")
+            raise gr.Error(
+                f"Generation failed: {type(error).__name__}: {error}", title="Something went wrong"
+            ) from error
+
+    return wrapper
+
+
+def canvas_to_image(value: Any) -> np.ndarray:
+    """The drawing of a gr.Sketchpad value as RGB on white; gr.Error when nothing was drawn."""
+    if isinstance(value, dict):
+        composite = value.get("composite")
+        layers = value.get("layers") or []
+        if composite is None and layers:
+            composite = layers[-1]
+    else:
+        composite = value
+    if composite is None:
+        raise gr.Error("The canvas is empty: pick the brush and draw something first.")
+    array = np.asarray(composite)
+    if array.ndim == 3 and array.shape[2] == 4:
+        alpha = array[..., 3:4].astype(np.float32) / 255.0
+        array = np.rint(array[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    if array.ndim == 3 and (array.min(axis=2) < 200).sum() == 0:
+        raise gr.Error("The canvas is empty: pick the brush and draw something first.")
+    return array
+
+
+def upscale_for_display(image: Image.Image) -> Image.Image:
+    """Small outputs (toy/tiny backends) scaled up so the gallery does not show postage stamps."""
+    short = min(image.size)
+    if short >= DISPLAY_MIN_SIDE:
+        return image
+    factor = math.ceil(DISPLAY_MIN_SIDE / short)
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def _param_component(spec: ParamSpec, visible: bool) -> gr.components.Component:
+    common = {"label": spec.label, "info": spec.info or None, "visible": visible}
+    if spec.kind == "bool":
+        return gr.Checkbox(value=spec.default, **common)
+    if spec.kind == "choice":
+        return gr.Dropdown(choices=list(spec.choices), value=spec.default, **common)
+    return gr.Slider(
+        minimum=spec.minimum,
+        maximum=spec.maximum,
+        step=spec.step or (1 if spec.kind == "int" else 0.01),
+        value=spec.default,
+        **common,
+    )
+
+
+def _collect_params(modality: Modality) -> list[tuple[str, ParamSpec]]:
+    """(preprocessor id, param spec) for every parameter of the modality's preprocessors, in order."""
+    return [(pid, p) for pid in modality.preprocessors for p in get_preprocessor(pid).params]
+
+
+def create_demo(
+    modality_id: str,
+    engine: Engine,
+    extra_inputs: Callable[[TabInputs], None] | None = None,
+    examples: Sequence[Sequence[Any]] | None = None,
+) -> gr.Blocks:
+    """The tab of one modality. `extra_inputs` may add tab-specific controls (e.g. pose presets)."""
+    modality = get_modality(modality_id)
+    defaults = engine.ui_defaults()
+    settings = engine.settings
+    param_specs = _collect_params(modality)
+    default_pre = modality.default_preprocessor
+
+    with gr.Blocks() as demo:
+        gr.Markdown(f"**{modality.label}** — {modality.description}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                if modality.input_kind == INPUT_CANVAS:
+                    source = gr.Sketchpad(
+                        label="Draw here",
+                        type="numpy",
+                        canvas_size=CANVAS_SIZE,
+                        brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),
+                        height=420,
+                    )
+                else:
+                    source = gr.Image(
+                        label="Input image",
+                        type="numpy",
+                        sources=["upload", "clipboard", "webcam"],
+                        height=360,
+                    )
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    value=defaults.prompt or modality.default_prompt,
+                    lines=2,
+                    max_length=2000,
+                )
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary")
+                    preview = gr.Button("Preview map")
+                with gr.Accordion("Control", open=True):
+                    preprocessor = gr.Dropdown(
+                        label="Preprocessor",
+                        choices=[(get_preprocessor(p).label, p) for p in modality.preprocessors],
+                        value=default_pre,
+                    )
+                    detect_resolution = gr.Slider(
+                        label="Detect resolution (short side)",
+                        minimum=MIN_DETECT_RESOLUTION,
+                        maximum=min(1024, MAX_DETECT_RESOLUTION),
+                        step=64,
+                        value=512,
+                        visible=get_preprocessor(default_pre).uses_detect_resolution,
+                    )
+                    param_components = [
+                        _param_component(spec, visible=(pid == default_pre))
+                        for pid, spec in param_specs
+                    ]
+                    conditioning_scale = gr.Slider(
+                        label="Control strength (0 = plain SD)",
+                        minimum=0.0,
+                        maximum=MAX_CONDITIONING_SCALE,
+                        step=0.05,
+                        value=modality.default_conditioning_scale,
+                    )
+                    with gr.Row():
+                        guidance_start = gr.Slider(
+                            label="Control starts at",
+                            minimum=0.0,
+                            maximum=1.0,
+                            step=0.01,
+                            value=0.0,
+                        )
+                        guidance_end = gr.Slider(
+                            label="Control ends at", minimum=0.0, maximum=1.0, step=0.01, value=1.0
+                        )
+                    guess_mode = gr.Checkbox(
+                        label="Guess mode (ControlNet recognises the content; prompt optional)",
+                        value=False,
+                    )
+                with gr.Accordion("Advanced", open=False):
+                    negative_prompt = gr.Textbox(
+                        label="Negative prompt",
+                        value="lowres, bad anatomy, worst quality, low quality",
+                        max_length=2000,
+                    )
+                    steps = gr.Slider(
+                        label="Steps",
+                        minimum=1,
+                        maximum=settings.max_steps,
+                        step=1,
+                        value=defaults.steps,
+                    )
+                    guidance_scale = gr.Slider(
+                        label="Guidance scale (CFG)",
+                        minimum=0.0,
+                        maximum=30.0,
+                        step=0.1,
+                        value=defaults.guidance_scale,
+                    )
+                    with gr.Row():
+                        seed = gr.Number(
+                            label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED
+                        )
+                        randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
+                    num_images = gr.Slider(
+                        label="Number of images",
+                        minimum=1,
+                        maximum=settings.max_images,
+                        step=1,
+                        value=1,
+                    )
+                    resolution = gr.Slider(
+                        label="Resolution (short side)",
+                        minimum=64,
+                        maximum=settings.max_resolution,
+                        step=64,
+                        value=defaults.resolution,
+                    )
+                    scheduler = gr.Dropdown(
+                        label="Sampler",
+                        choices=list(SCHEDULERS),
+                        value=_default_scheduler(settings),
+                    )
+            with gr.Column(scale=1):
+                note = engine.backend_note()
+                if note:
+                    gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
+                gallery = gr.Gallery(
+                    label="Control map, then results",
+                    format="png",
+                    columns=2,
+                    height=520,
+                    object_fit="contain",
+                )
+                with gr.Accordion("Recipe (every setting, model ids, versions)", open=False):
+                    recipe = gr.JSON(label="Recipe")
+
+        if extra_inputs is not None:
+            extra_inputs(TabInputs(modality, source, prompt, preprocessor, gallery))
+
+        param_names = [spec.name for _, spec in param_specs]
+        param_owners = [pid for pid, _ in param_specs]
+
+        def read_source(value: Any) -> np.ndarray:
+            if modality.input_kind == INPUT_CANVAS:
+                return canvas_to_image(value)
+            if value is None:
+                raise gr.Error("Upload an image first (or pick an example below).")
+            return value
+
+        def params_for(chosen: str, values: Sequence[Any]) -> dict[str, Any]:
+            return {
+                name: value
+                for name, owner, value in zip(param_names, param_owners, values, strict=True)
+                if owner == chosen
+            }
+
+        @user_errors
+        def run_generate(
+            image,
+            prompt_text,
+            negative_text,
+            chosen_preprocessor,
+            detect_res,
+            strength,
+            start,
+            end,
+            guess,
+            step_count,
+            cfg,
+            seed_value,
+            randomize,
+            count,
+            res,
+            sampler,
+            *param_values,
+            progress=gr.Progress(),
+        ):
+            array = read_source(image)
+            if randomize:
+                seed_value = random.randint(0, MAX_SEED)
+            if seed_value is None:
+                raise gr.Error("seed must be a whole number between 0 and 4294967295")
+            request = GenerationRequest(
+                modality=modality.id,
+                prompt=prompt_text or "",
+                negative_prompt=negative_text or "",
+                preprocessor=chosen_preprocessor,
+                preprocessor_params=params_for(chosen_preprocessor, param_values),
+                detect_resolution=detect_res,
+                conditioning_scale=strength,
+                guidance_start=start,
+                guidance_end=end,
+                guess_mode=guess,
+                steps=step_count,
+                guidance_scale=cfg,
+                seed=seed_value,
+                num_images=count,
+                resolution=res,
+                scheduler=sampler,
+            )
+            progress(0.0, desc="Starting…")
+            result = engine.generate(
+                request, array, progress=lambda f, text: progress(f, desc=text)
+            )
+            items = [(upscale_for_display(result.control_map), "Control map")]
+            for index, image_out in enumerate(result.images):
+                caption = f"seed {result.recipe['seeds'][index]}"
+                if index < len(result.nsfw) and result.nsfw[index]:
+                    caption += " (blocked by the safety checker)"
+                items.append((upscale_for_display(image_out), caption))
+            return items, result.recipe, int(seed_value)
+
+        @user_errors
+        def run_preview(image, chosen_preprocessor, detect_res, res, *param_values):
+            array = read_source(image)
+            control = engine.control_map(
+                modality.id,
+                array,
+                chosen_preprocessor,
+                params_for(chosen_preprocessor, param_values),
+                detect_res,
+                res,
+            )
+            return [(upscale_for_display(Image.fromarray(control)), "Control map")]
+
+        def show_params(chosen: str):
+            spec = get_preprocessor(chosen)
+            updates = [gr.update(visible=spec.uses_detect_resolution)]
+            updates += [gr.update(visible=(owner == chosen)) for owner in param_owners]
+            return updates
+
+        preprocessor.change(
+            show_params,
+            inputs=preprocessor,
+            outputs=[detect_resolution, *param_components],
+            api_visibility="private",
+        )
+        generate_inputs = [
+            source,
+            prompt,
+            negative_prompt,
+            preprocessor,
+            detect_resolution,
+            conditioning_scale,
+            guidance_start,
+            guidance_end,
+            guess_mode,
+            steps,
+            guidance_scale,
+            seed,
+            randomize_seed,
+            num_images,
+            resolution,
+            scheduler,
+            *param_components,
+        ]
+        generate.click(
+            run_generate,
+            inputs=generate_inputs,
+            outputs=[gallery, recipe, seed],
+            api_name=modality.id,
+            concurrency_id="generate",
+        )
+        prompt.submit(
+            run_generate,
+            inputs=generate_inputs,
+            outputs=[gallery, recipe, seed],
+            api_visibility="private",
+            concurrency_id="generate",
+        )
+        preview.click(
+            run_preview,
+            inputs=[source, preprocessor, detect_resolution, resolution, *param_components],
+            outputs=gallery,
+            api_name=f"{modality.id}_map",
+        )
+        if examples and modality.input_kind != INPUT_CANVAS:
+            gr.Examples(examples=[list(e) for e in examples], inputs=[source, prompt])
+    return demo
+
+
+def _default_scheduler(settings) -> str:
+    return settings.scheduler if settings.scheduler in SCHEDULERS else "UniPC"

@@ -1,0 +1,109 @@
+"""Tests of the toy SD + ControlNet package: data, tokenizer, smoke training, and the shipped weights."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from controlnet_core.toy import TOY_RESOLUTION, TOY_WEIGHTS_DIR, toy_controlnet_folder  # noqa: E402
+from controlnet_core.toy.data import CAPTION_WORDS, SHAPES, generate_sample  # noqa: E402
+from controlnet_core.toy.evaluate import edge_f1  # noqa: E402
+
+SHIPPED = (TOY_WEIGHTS_DIR / "base" / "model_index.json").is_file() and (
+    TOY_WEIGHTS_DIR / "controlnet_edges" / "config.json"
+).is_file()
+
+
+def test_samples_are_deterministic_and_well_formed():
+    a, b = generate_sample(7, 3), generate_sample(7, 3)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.scribble, b.scribble)
+    assert a.caption == b.caption and a.caption.endswith("background")
+    assert a.image.shape == (TOY_RESOLUTION, TOY_RESOLUTION, 3) and a.image.dtype == np.uint8
+    for control in (a.canny, a.scribble, a.regions):
+        assert control.shape == (TOY_RESOLUTION, TOY_RESOLUTION, 3) and control.dtype == np.uint8
+    # Edge maps are white lines on a black background, like the SD1.5 ControlNets expect.
+    assert a.canny.mean() < 60 and a.canny.max() == 255 and a.scribble.max() > 200
+    assert 1 <= len(a.shapes) <= 3 and all(s.kind in SHAPES for s in a.shapes)
+    assert not np.array_equal(generate_sample(7, 4).image, a.image)
+
+
+def test_edge_f1_bounds():
+    edges = np.zeros((32, 32), bool)
+    edges[10, 5:25] = True
+    assert edge_f1(edges, edges) == 1.0
+    shifted = np.roll(edges, 2, axis=0)
+    assert edge_f1(shifted, edges) == 1.0  # within the 2-px tolerance
+    far = np.roll(edges, 12, axis=0)
+    assert edge_f1(far, edges) == 0.0
+    assert edge_f1(np.zeros_like(edges), edges) == 0.0
+
+
+def test_tokenizer_makes_caption_words_single_tokens(tmp_path):
+    from controlnet_core.toy.build import build_tokenizer
+
+    tokenizer = build_tokenizer(tmp_path)
+    for word in CAPTION_WORDS:
+        assert len(tokenizer(word).input_ids) == 3, word  # <start> word <end>
+    # Unknown words fall back to bytes instead of failing.
+    ids = tokenizer("a zebra wearing a hat!").input_ids
+    assert len(ids) > 6 and len(set(ids)) > 4
+
+
+def test_controlnet_folder_mapping():
+    assert toy_controlnet_folder("openpose") is None
+    if SHIPPED:
+        assert toy_controlnet_folder("canny") == TOY_WEIGHTS_DIR / "controlnet_edges"
+        assert toy_controlnet_folder("scribble") == TOY_WEIGHTS_DIR / "controlnet_edges"
+
+
+def test_smoke_training_writes_loadable_weights(tmp_path):
+    import torch
+    from diffusers import (
+        ControlNetModel,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionPipeline,
+    )
+
+    from controlnet_core.toy import train
+
+    train.main(["--smoke", "--out", str(tmp_path), "--stages", "ae,unet,edges"])
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    stages = {r["stage"] for r in records}
+    assert {"autoencoder", "unet", "controlnet_edges", "done"} <= stages
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+
+    base = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
+    assert type(base.scheduler).__name__ == "UniPCMultistepScheduler"
+    net = ControlNetModel.from_pretrained(tmp_path / "controlnet_edges")
+    pipe = StableDiffusionControlNetPipeline.from_pipe(base, controlnet=net)
+    pipe.set_progress_bar_config(disable=True)
+    sample = generate_sample(0, 0)
+    out = pipe(
+        sample.caption,
+        image=torch.from_numpy(sample.canny).permute(2, 0, 1)[None].float() / 255,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert out.shape == (1, TOY_RESOLUTION, TOY_RESOLUTION, 3) and np.isfinite(out).all()
+
+
+@pytest.mark.skipif(
+    not SHIPPED, reason="toy weights not trained yet: run python -m controlnet_core.toy.train"
+)
+@pytest.mark.parametrize("kind", ["canny", "scribble"])
+def test_shipped_controlnet_follows_the_drawing(kind):
+    from controlnet_core.toy.evaluate import EVAL_SEED, generate, load_pipelines, score_batch
+
+    _, pipe = load_pipelines()
+    samples = [generate_sample(EVAL_SEED, i) for i in range(4)]
+    args = ([s.caption for s in samples], [getattr(s, kind) for s in samples], [0, 1, 2, 3])
+    with_control = np.mean(score_batch(generate(pipe, *args, scale=1.0), samples, kind)["f1"])
+    without = np.mean(score_batch(generate(pipe, *args, scale=0.0), samples, kind)["f1"])
+    assert with_control > 0.45
+    assert with_control > 2.5 * without
