@@ -91,6 +91,9 @@ class PreprocessorSpec:
     uses_detect_resolution: bool = True
     description: str = ""
     default_detect_resolution: int = 512
+    thin_lines: bool = (
+        False  # line maps: shrinking keeps lines (max-pooling) instead of fading them
+    )
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, Any]:
@@ -201,6 +204,7 @@ _SPECS: list[PreprocessorSpec] = [
             ParamSpec("low_threshold", "Low threshold", "int", 100, 1, 255, 1),
             ParamSpec("high_threshold", "High threshold", "int", 200, 1, 255, 1),
         ),
+        thin_lines=True,
         description="OpenCV Canny edge detector.",
     ),
     PreprocessorSpec(
@@ -217,6 +221,7 @@ _SPECS: list[PreprocessorSpec] = [
                 choices=("auto", "dark lines on light", "light lines on dark"),
             ),
         ),
+        thin_lines=True,
         description="Turns an uploaded drawing into white strokes on black.",
     ),
     PreprocessorSpec(
@@ -227,6 +232,7 @@ _SPECS: list[PreprocessorSpec] = [
             ParamSpec("blur", "Blur (sigma)", "float", 2.0, 0.0, 8.0, 0.5),
             ParamSpec("stroke_width", "Stroke width", "int", 3, 1, 15, 1),
         ),
+        thin_lines=True,
         description="A scribble-like map from a photo, made with blurred Canny edges.",
     ),
     PreprocessorSpec(
@@ -235,6 +241,7 @@ _SPECS: list[PreprocessorSpec] = [
         run=_sketch_canvas,
         params=(ParamSpec("stroke_width", "Extra stroke width", "int", 1, 1, 15, 1),),
         uses_detect_resolution=False,
+        thin_lines=True,
         description="Your canvas strokes, as white lines on black.",
     ),
 ]
@@ -287,9 +294,21 @@ def apply_preprocessor(
     array = to_rgb_array(image)
     if spec.uses_detect_resolution:
         array = resize_short_side(array, int(detect_resolution), multiple=8)
-    result = spec.run(array, **values)
-    result = to_rgb_array(result)
+    result = to_rgb_array(spec.run(array, **values))
+    if spec.thin_lines:
+        result = _keep_lines_when_shrinking(result, output_size)
     return fit_image(result, output_size, Image.BILINEAR)
+
+
+def _keep_lines_when_shrinking(result: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """Thicken 1-px lines before a large downscale so they survive it at full brightness."""
+    import cv2
+
+    scale = min(result.shape[1] / output_size[0], result.shape[0] / output_size[1])
+    if scale < 1.5:
+        return result
+    size = int(np.ceil(scale))
+    return cv2.dilate(result, np.ones((size, size), np.uint8))
 
 
 PREVIEW_SIZE_LIMIT = 2048
@@ -297,3 +316,8 @@ PREVIEW_SIZE_LIMIT = 2048
 
 def preprocessors_needing_weights() -> dict[str, str]:
     return {s.id: s.weights for s in PREPROCESSORS.values() if s.weights}
+
+
+# The rest of the preprocessors register themselves on import. They import their heavy libraries
+# (controlnet_aux, mediapipe, transformers) only when they first run, so this stays cheap.
+from controlnet_core.preprocessors import annotators, depth, pose, segmentation  # noqa: E402, F401
