@@ -71,21 +71,26 @@ class GenerationResult:
     nsfw: list[bool] = field(default_factory=list)
 
 
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
 def _number(name: str, value: Any, low: float, high: float, integer: bool = False) -> float | int:
+    lo, hi = _fmt(low), _fmt(high)
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name} must be a number between {low:g} and {high:g}; got {value!r}")
+        raise ValueError(f"{name} must be a number between {lo} and {hi}; got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(
-            f"{name} must be a number between {low:g} and {high:g}; got {value!r}"
+            f"{name} must be a number between {lo} and {hi}; got {value!r}"
         ) from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}; got {value!r}")
+        raise ValueError(f"{name} must be between {lo} and {hi}; got {value!r}")
     if integer:
         if number != int(number):
             raise ValueError(
-                f"{name} must be a whole number between {low:g} and {high:g}; got {value!r}"
+                f"{name} must be a whole number between {lo} and {hi}; got {value!r}"
             )
         return int(number)
     return number
@@ -164,7 +169,7 @@ class Engine:
                 f"preprocessor must be one of {list(modality.preprocessors)} for "
                 f"{modality.label}; got {preprocessor!r}"
             )
-        get_preprocessor(preprocessor).validate_params(request.preprocessor_params)
+        params = get_preprocessor(preprocessor).validate_params(request.preprocessor_params)
         for name in ("prompt", "negative_prompt"):
             text = getattr(request, name)
             if not isinstance(text, str):
@@ -191,7 +196,7 @@ class Engine:
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             preprocessor=preprocessor,
-            preprocessor_params=dict(request.preprocessor_params or {}),
+            preprocessor_params=params,
             detect_resolution=_number(
                 "detect_resolution",
                 request.detect_resolution,

@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests never touch the network: the hub is offline and gradio does not phone home."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from controlnet_core.engine import Engine  # noqa: E402
+from controlnet_core.settings import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_engine() -> Engine:
+    return Engine(Settings(backend="tiny"))
+
+
+@pytest.fixture
+def square_image() -> np.ndarray:
+    """A 64x64 white image with a black filled square in the middle."""
+    image = np.full((64, 64, 3), 255, dtype=np.uint8)
+    image[16:48, 16:48] = 0
+    return image
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,140 @@
+"""The app on the tiny backend, through its API endpoints, as a script or a user would call it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app import build_app
+from controlnet_core.engine import Engine
+from controlnet_core.settings import Settings
+from tests.conftest import free_port
+
+
+def endpoint_args(client: Client, endpoint: str, image, **overrides):
+    """Positional arguments for a modality endpoint: its API defaults, with `overrides` by name."""
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
+    args = []
+    for parameter in info["parameters"]:
+        name = parameter["parameter_name"]
+        if name in overrides:
+            args.append(overrides[name])
+        elif parameter.get("parameter_has_default"):
+            args.append(parameter["parameter_default"])
+        else:
+            args.append(None)
+    args[0] = image
+    return args
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    engine = Engine(Settings(backend="tiny"))
+    demo = build_app(engine, ["canny", "scribble", "sketch"])
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    folder = tmp_path_factory.mktemp("inputs")
+    square = np.full((96, 96, 3), 255, np.uint8)
+    square[24:72, 24:72] = 0
+    Image.fromarray(square).save(folder / "square.png")
+    yield Client(f"http://127.0.0.1:{port}", verbose=False), folder / "square.png"
+    demo.close()
+
+
+FAST = {
+    "prompt_text": "a red square",
+    "step_count": 2,
+    "res": 64,
+    "randomize": False,
+    "seed_value": 5,
+    "count": 2,
+}
+
+
+def _load(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("endpoint", ["/canny", "/scribble"])
+def test_upload_endpoints_return_map_then_images_and_recipe(served, endpoint):
+    client, square = served
+    gallery, recipe, seed = client.predict(
+        *endpoint_args(client, endpoint, handle_file(str(square)), **FAST), api_name=endpoint
+    )
+    assert [item["caption"] for item in gallery] == ["Control map", "seed 5", "seed 6"]
+    control = _load(gallery[0]["image"])
+    images = [_load(item["image"]) for item in gallery[1:]]
+    # 64-px outputs are shown upscaled 4x (nearest) so they are not postage stamps.
+    assert control.shape == (256, 256, 3) and all(i.shape == (256, 256, 3) for i in images)
+    assert set(np.unique(control)) != {0}
+    assert recipe["modality"] == endpoint[1:] and recipe["seeds"] == [5, 6] and seed == 5
+
+
+def test_sketch_endpoint_takes_a_canvas(served, tmp_path):
+    client, _ = served
+    canvas = np.zeros((128, 128, 4), np.uint8)  # transparent layer with one black stroke
+    canvas[60:68, 10:118] = (0, 0, 0, 255)
+    Image.fromarray(canvas, "RGBA").save(tmp_path / "canvas.png")
+    value = {"background": None, "layers": [], "composite": handle_file(str(tmp_path / "canvas.png"))}
+    gallery, recipe, _ = client.predict(
+        *endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch"
+    )
+    control = _load(gallery[0]["image"])[..., 0]
+    assert recipe["preprocessor"] == "sketch_canvas"
+    assert control[control.shape[0] // 2].max() == 255 and control[:40].max() == 0
+
+
+def test_empty_canvas_gives_a_clear_error(served):
+    client, _ = served
+    value = {"background": None, "layers": [], "composite": None}
+    with pytest.raises(Exception, match="canvas is empty"):
+        client.predict(*endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch")
+
+
+def test_preview_map_endpoint_runs_only_the_preprocessor(served):
+    client, square = served
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/canny_map"]
+    args = [p.get("parameter_default") for p in info["parameters"]]
+    args[0] = handle_file(str(square))
+    gallery = client.predict(*args, api_name="/canny_map")
+    assert len(gallery) == 1 and gallery[0]["caption"] == "Control map"
+
+
+def test_invalid_input_is_a_message_not_a_traceback(served):
+    client, square = served
+    args = endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "res": 100})
+    with pytest.raises(Exception, match="resolution must be a multiple of 64"):
+        client.predict(*args, api_name="/canny")
+    with pytest.raises(Exception, match="Upload an image first"):
+        client.predict(*endpoint_args(client, "/canny", None, **FAST), api_name="/canny")
+
+
+def test_missing_weights_message_reaches_the_page():
+    engine = Engine(Settings(backend="real", base_model="nobody/no-such-model", device="cpu"))
+    demo = build_app(engine, ["canny"])
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        image = np.full((64, 64, 3), 200, np.uint8)
+        path = f"{__import__('tempfile').mkdtemp()}/gray.png"
+        Image.fromarray(image).save(path)
+        with pytest.raises(Exception, match="could not be loaded") as caught:
+            client.predict(*endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny")
+        assert "Traceback" not in str(caught.value)
+        # The app keeps running: the next request is answered (with the same clear message).
+        with pytest.raises(Exception, match="--backend toy"):
+            client.predict(*endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny")
+    finally:
+        demo.close()
+
+
+def test_every_registry_modality_has_a_tab_and_endpoint():
+    from controlnet_core.modalities import MODALITIES
+
+    demo = build_app(Engine(Settings(backend="tiny")))
+    names = {d.api_name for d in demo.fns.values() if d.api_name}
+    for modality_id in MODALITIES:
+        assert modality_id in names and f"{modality_id}_map" in names

@@ -1,0 +1,240 @@
+"""The engine on the tiny backend: shapes, determinism, ControlNet semantics, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+from PIL import Image
+
+from controlnet_core.engine import Engine, GenerationRequest
+from controlnet_core.settings import Settings
+from controlnet_core.tiny import tiny_components
+
+FAST = {"steps": 3, "resolution": 64, "prompt": "a red square"}
+
+
+def make(engine: Engine, image: np.ndarray, **overrides):
+    settings = {"modality": "canny", **FAST, **overrides}
+    return engine.generate(GenerationRequest(**settings), image)
+
+
+def test_shapes_and_control_map(tiny_engine, square_image):
+    result = make(tiny_engine, square_image, num_images=2)
+    assert result.arrays.shape == (2, 64, 64, 3)
+    assert result.arrays.dtype == np.float32
+    assert 0.0 <= result.arrays.min() and result.arrays.max() <= 1.0
+    assert [im.size for im in result.images] == [(64, 64), (64, 64)]
+    control = np.asarray(result.control_map)
+    assert control.shape == (64, 64, 3)
+    # Canny of a filled square: edges on its border, nothing in its interior or far outside.
+    assert control[16:48, 14:19].max() >= 200
+    assert control[24:40, 24:40].max() == 0
+    assert control[:8, :8].max() == 0
+
+
+def test_non_square_input_keeps_aspect_ratio(tiny_engine):
+    image = np.full((100, 200, 3), 255, dtype=np.uint8)
+    image[30:70, 50:150] = 0
+    result = make(tiny_engine, image)
+    assert result.images[0].size == (128, 64)
+    assert result.recipe["width"] == 128 and result.recipe["height"] == 64
+
+
+def test_same_seed_identical_other_seed_different(tiny_engine, square_image):
+    first = make(tiny_engine, square_image, seed=7)
+    again = make(tiny_engine, square_image, seed=7)
+    other = make(tiny_engine, square_image, seed=8)
+    assert np.array_equal(first.arrays, again.arrays)
+    assert np.abs(first.arrays - other.arrays).mean() > 1e-3
+
+
+def test_each_image_of_a_batch_is_reproducible_from_its_own_seed(tiny_engine, square_image):
+    batch = make(tiny_engine, square_image, seed=100, num_images=2)
+    single = make(tiny_engine, square_image, seed=101)
+    assert batch.recipe["seeds"] == [100, 101]
+    np.testing.assert_allclose(batch.arrays[1], single.arrays[0], atol=1e-5)
+
+
+def _plain_sd(prompt: str, seed: int, steps: int, size: int, negative: str = "") -> np.ndarray:
+    pipe = StableDiffusionPipeline(**tiny_components(0), requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    output = pipe(
+        prompt,
+        negative_prompt=negative or None,
+        num_inference_steps=steps,
+        height=size,
+        width=size,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+    )
+    return output.images[0]
+
+
+def test_conditioning_scale_zero_equals_plain_stable_diffusion(tiny_engine, square_image):
+    controlled = make(tiny_engine, square_image, seed=3, conditioning_scale=0.0)
+    plain = _plain_sd("a red square", seed=3, steps=3, size=64)
+    assert np.abs(controlled.arrays[0] - plain).max() <= 1e-6
+
+
+def test_controlnet_with_nonzero_outputs_changes_the_image(tiny_engine, square_image):
+    plain = make(tiny_engine, square_image, seed=3, conditioning_scale=0.0)
+    full = make(tiny_engine, square_image, seed=3, conditioning_scale=1.0)
+    half = make(tiny_engine, square_image, seed=3, conditioning_scale=0.5)
+    distance_full = np.abs(full.arrays - plain.arrays).mean()
+    distance_half = np.abs(half.arrays - plain.arrays).mean()
+    assert distance_full > 1e-3
+    # More strength moves the image further from plain SD.
+    assert distance_full > distance_half > 0
+
+
+def test_fresh_controlnet_is_zero_initialised_and_changes_nothing(square_image):
+    """The paper's zero convolutions: a ControlNet cloned from the UNet starts as plain SD."""
+    components = tiny_components(0)
+    controlnet = ControlNetModel.from_unet(components["unet"])
+    pipe = StableDiffusionControlNetPipeline(
+        **{k: v for k, v in components.items() if k != "image_encoder"},
+        controlnet=controlnet,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    controlled = pipe(
+        "a red square",
+        image=Image.fromarray(square_image),
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images[0]
+    plain = _plain_sd("a red square", seed=3, steps=3, size=64)
+    assert np.abs(controlled - plain).max() <= 1e-6
+
+
+def test_guidance_window_limits_control(tiny_engine, square_image):
+    plain = make(tiny_engine, square_image, seed=4, conditioning_scale=0.0)
+    full = make(tiny_engine, square_image, seed=4)
+    late = make(tiny_engine, square_image, seed=4, guidance_start=0.5, guidance_end=1.0)
+    assert 0 < np.abs(late.arrays - plain.arrays).mean() < np.abs(full.arrays - plain.arrays).mean()
+
+
+def test_guess_mode_and_empty_prompt_run(tiny_engine, square_image):
+    result = make(tiny_engine, square_image, prompt="", guess_mode=True)
+    normal = make(tiny_engine, square_image, prompt="")
+    assert result.recipe["guess_mode"] is True
+    assert not np.array_equal(result.arrays, normal.arrays)
+
+
+def test_recipe_records_every_setting(tiny_engine, square_image):
+    result = make(tiny_engine, square_image, seed=11, negative_prompt="blurry", scheduler="DDIM")
+    recipe = result.recipe
+    for key, value in {
+        "modality": "canny",
+        "prompt": "a red square",
+        "negative_prompt": "blurry",
+        "preprocessor": "canny",
+        "preprocessor_params": {"low_threshold": 100, "high_threshold": 200},
+        "conditioning_scale": 1.0,
+        "guidance_start": 0.0,
+        "guidance_end": 1.0,
+        "steps": 3,
+        "guidance_scale": 7.5,
+        "seed": 11,
+        "scheduler": "DDIM",
+        "backend": "tiny",
+        "base_model": "tiny:sd15-shaped",
+        "controlnet_model": "tiny:controlnet-canny",
+    }.items():
+        assert recipe[key] == value, key
+    assert recipe["versions"]["diffusers"] == __import__("diffusers").__version__
+    assert set(recipe["versions"]) >= {"torch", "diffusers", "transformers", "python"}
+
+
+@pytest.mark.parametrize("scheduler", ["UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM"])
+def test_every_scheduler_runs(tiny_engine, square_image, scheduler):
+    result = make(tiny_engine, square_image, scheduler=scheduler)
+    assert np.isfinite(result.arrays).all()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"conditioning_scale": 2.5}, "conditioning_scale must be between 0 and 2"),
+        ({"conditioning_scale": -0.1}, "conditioning_scale must be between 0 and 2"),
+        ({"guidance_start": 1.2}, "guidance_start must be between 0 and 1"),
+        ({"guidance_end": -1}, "guidance_end must be between 0 and 1"),
+        ({"guidance_start": 0.6, "guidance_end": 0.4}, "guidance_start .* must be less than"),
+        ({"steps": 0}, "steps must be between 1 and 50"),
+        ({"steps": 2.5}, "steps must be a whole number"),
+        ({"guidance_scale": 31}, "guidance_scale must be between 0 and 30"),
+        ({"seed": -1}, "seed must be between 0 and 4294967295"),
+        ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
+        ({"num_images": 0}, "num_images must be between 1 and 4"),
+        ({"num_images": 5}, "num_images must be between 1 and 4"),
+        ({"resolution": 100}, "resolution must be a multiple of 64"),
+        ({"resolution": 1024}, "resolution must be between 64 and 768"),
+        ({"resolution": float("nan")}, "resolution must be between"),
+        ({"modality": "x-ray"}, "modality must be one of: canny"),
+        ({"preprocessor": "scribble_threshold"}, "preprocessor must be one of"),
+        ({"preprocessor_params": {"low_threshold": 300}}, "'low_threshold' must be between 1 and 255"),
+        ({"preprocessor_params": {"sigma": 1}}, "has no parameter"),
+        ({"scheduler": "PLMS"}, "scheduler must be one of"),
+        ({"prompt": None}, "prompt must be text"),
+        ({"prompt": "x" * 2001}, "prompt must be at most 2000 characters"),
+        ({"detect_resolution": 10}, "detect_resolution must be between 64 and 2048"),
+    ],
+)
+def test_invalid_arguments_name_the_argument_and_range(tiny_engine, square_image, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make(tiny_engine, square_image, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (None, "image is required"),
+        ("not an image", "image must be a PIL image or a numpy array"),
+        (np.zeros((4, 4, 3), np.uint8), "image is too small"),
+        (np.zeros((64, 64, 5), np.uint8), "image must be HxW, HxWx3 or HxWx4"),
+    ],
+)
+def test_invalid_images_are_rejected(tiny_engine, image, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_engine.generate(GenerationRequest(modality="canny", **FAST), image)
+
+
+def test_canny_thresholds_must_be_ordered(tiny_engine, square_image):
+    with pytest.raises(ValueError, match="low_threshold .* must not exceed high_threshold"):
+        make(tiny_engine, square_image, preprocessor_params={"low_threshold": 200, "high_threshold": 100})
+
+
+def test_control_maps_are_cached_across_prompts(square_image):
+    engine = Engine(Settings(backend="tiny"))
+    make(engine, square_image, prompt="one")
+    make(engine, square_image, prompt="two", seed=5)
+    assert engine.preprocessor_runs == 1
+    make(engine, square_image, preprocessor_params={"low_threshold": 50})
+    assert engine.preprocessor_runs == 2
+
+
+def test_settings_caps_limit_requests(square_image):
+    engine = Engine(Settings(backend="tiny", max_images=2, max_resolution=128, max_steps=5))
+    with pytest.raises(ValueError, match="num_images must be between 1 and 2"):
+        make(engine, square_image, num_images=3)
+    with pytest.raises(ValueError, match="resolution must be between 64 and 128"):
+        make(engine, square_image, resolution=192)
+    with pytest.raises(ValueError, match="steps must be between 1 and 5"):
+        make(engine, square_image, steps=6)
+
+
+def test_scribble_and_sketch_maps_are_white_strokes_on_black(tiny_engine):
+    drawing = np.full((64, 64, 3), 255, dtype=np.uint8)
+    drawing[30:34, 8:56] = 0  # a dark horizontal stroke on a white page
+    for modality in ("scribble", "sketch"):
+        result = make(tiny_engine, drawing, modality=modality)
+        control = np.asarray(result.control_map)[..., 0]
+        assert control[31:33, 10:54].min() == 255, modality
+        assert control[:20].max() == 0 and control[45:].max() == 0, modality
+    # White-on-black input keeps its polarity with "auto".
+    inverted = 255 - drawing
+    control = np.asarray(make(tiny_engine, inverted, modality="scribble").control_map)[..., 0]
+    assert control[31:33, 10:54].min() == 255 and control[:20].max() == 0

@@ -1,0 +1,191 @@
+"""Model manager: caching, concurrency, the real loading code on locally saved models, settings."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from controlnet_core.engine import Engine, GenerationRequest
+from controlnet_core.modalities import get_modality
+from controlnet_core.models import ModelManager, pick_device, pick_dtype, resolve_backend
+from controlnet_core.preprocessors import WeightsUnavailableError
+from controlnet_core.settings import Settings, settings_from_cli, settings_from_env
+from controlnet_core.tiny import tiny_controlnet, tiny_pipeline
+
+FAST = {"steps": 3, "resolution": 64, "prompt": "a red square"}
+
+
+def test_base_and_controlnets_load_once_and_are_cached():
+    manager = ModelManager(Settings(backend="tiny"))
+    assert manager.loads == {}  # nothing loads at construction
+    first = manager.controlnet(get_modality("canny"))
+    again = manager.controlnet(get_modality("canny"))
+    assert first is again
+    # Sketch shares the scribble ControlNet: one load serves both tabs.
+    assert manager.controlnet(get_modality("scribble")) is manager.controlnet(get_modality("sketch"))
+    assert manager.loads == {"base": 1, "controlnet:canny": 1, "controlnet:scribble": 1}
+
+
+def test_controlnet_cache_is_a_bounded_lru():
+    manager = ModelManager(Settings(backend="tiny", max_cached_controlnets=1))
+    manager.controlnet(get_modality("canny"))
+    manager.controlnet(get_modality("scribble"))
+    assert manager.cached_controlnets() == ["scribble"]
+    manager.controlnet(get_modality("canny"))
+    assert manager.loads["controlnet:canny"] == 2
+
+
+def test_concurrent_loads_happen_once():
+    manager = ModelManager(Settings(backend="tiny"))
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(manager.controlnet(get_modality("canny"))))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(r) for r in results}) == 1
+    assert manager.loads == {"base": 1, "controlnet:canny": 1}
+
+
+def test_two_threads_on_two_modalities_match_sequential_runs(square_image):
+    engine = Engine(Settings(backend="tiny"))
+    requests = {
+        "canny": GenerationRequest(modality="canny", seed=1, **FAST),
+        "scribble": GenerationRequest(modality="scribble", seed=1, **FAST),
+    }
+    sequential = {k: engine.generate(r, square_image).arrays for k, r in requests.items()}
+    assert not np.array_equal(sequential["canny"], sequential["scribble"])
+    concurrent: dict[str, np.ndarray] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(key: str) -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                concurrent[key] = engine.generate(requests[key], square_image).arrays
+                assert np.array_equal(concurrent[key], sequential[key])
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(key,)) for key in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for key in requests:
+        assert np.array_equal(concurrent[key], sequential[key])
+
+
+def test_per_request_pipelines_share_weights_but_not_schedulers():
+    manager = ModelManager(Settings(backend="tiny"))
+    canny = manager.controlnet(get_modality("canny"))
+    one = manager.pipeline([canny], "UniPC")
+    two = manager.pipeline([canny], "UniPC")
+    assert one.unet is two.unet is manager.base().unet
+    assert one.scheduler is not two.scheduler
+    assert one.scheduler is not manager.base().scheduler
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """A tiny pipeline and its canny ControlNet saved with save_pretrained, as a user would have them."""
+    root = tmp_path_factory.mktemp("weights")
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(root / "sd15")
+    tiny_controlnet(pipe.unet, "canny").save_pretrained(root / "controlnets" / "control_v11p_sd15_canny")
+    return root
+
+
+def test_real_loading_path_from_local_folders_matches_the_tiny_backend(saved_models, square_image):
+    settings = Settings(
+        backend="real",
+        base_model=str(saved_models / "sd15"),
+        controlnet_dir=str(saved_models / "controlnets"),
+        device="cpu",
+    )
+    engine = Engine(settings)
+    request = GenerationRequest(modality="canny", seed=9, **FAST)
+    loaded = engine.generate(request, square_image)
+    assert loaded.recipe["backend"] == "real"
+    assert loaded.recipe["base_model"] == str(saved_models / "sd15")
+    assert loaded.recipe["controlnet_model"] == "lllyasviel/control_v11p_sd15_canny"
+    reference = Engine(Settings(backend="tiny")).generate(request, square_image)
+    np.testing.assert_allclose(loaded.arrays, reference.arrays, atol=1e-5)
+
+
+def test_auto_backend_uses_a_local_base_model(saved_models):
+    settings = Settings(backend="auto", base_model=str(saved_models / "sd15"))
+    assert resolve_backend(settings) == "real"
+
+
+def test_missing_base_model_says_what_is_missing_and_how_to_fix_it(square_image):
+    engine = Engine(Settings(backend="real", base_model="nobody/no-such-model", device="cpu"))
+    with pytest.raises(WeightsUnavailableError) as caught:
+        engine.generate(GenerationRequest(modality="canny", **FAST), square_image)
+    message = str(caught.value)
+    assert "'nobody/no-such-model' could not be loaded" in message
+    assert "--base-model" in message and "--backend toy" in message and "hub" in message
+
+
+def test_missing_controlnet_names_the_weights_and_the_local_folder(saved_models, square_image):
+    settings = Settings(
+        backend="real",
+        base_model=str(saved_models / "sd15"),
+        controlnet_dir=str(saved_models / "controlnets"),
+        device="cpu",
+    )
+    engine = Engine(settings)
+    with pytest.raises(WeightsUnavailableError) as caught:
+        engine.generate(GenerationRequest(modality="scribble", **FAST), square_image)
+    message = str(caught.value)
+    assert "lllyasviel/control_v11p_sd15_scribble" in message
+    assert "control_v11p_sd15_scribble/config.json" in message
+
+
+def test_missing_single_file_is_reported(tmp_path, square_image):
+    engine = Engine(Settings(backend="real", base_model=str(tmp_path / "model.safetensors")))
+    with pytest.raises(WeightsUnavailableError, match="no such file"):
+        engine.generate(GenerationRequest(modality="canny", **FAST), square_image)
+
+
+def test_device_and_dtype_choice():
+    import torch
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+    assert pick_dtype(torch.device("cuda")) == torch.float16
+    if torch.cuda.is_available():
+        assert pick_device("auto").type == "cuda"
+    else:
+        assert pick_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+def test_settings_from_env_and_cli():
+    env = {
+        "CONTROLNET_BACKEND": "tiny",
+        "CONTROLNET_PORT": "9000",
+        "CONTROLNET_MAX_RESOLUTION": "100000",
+        "CONTROLNET_MAX_IMAGES": "3",
+        "CONTROLNET_SAFETY_CHECKER": "false",
+    }
+    settings = settings_from_env(env)
+    assert settings.backend == "tiny" and settings.port == 9000
+    assert settings.max_resolution == 1024  # capped at the hard maximum
+    assert settings.max_images == 3 and settings.safety_checker is False
+    cli = settings_from_cli(["--port", "9100", "--backend", "real", "--max-images", "99"], env)
+    assert cli.port == 9100 and cli.backend == "real" and cli.max_images == 8
+    with pytest.raises(ValueError, match="CONTROLNET_PORT"):
+        settings_from_env({"CONTROLNET_PORT": "eighty"})
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Settings(backend="gpu")
+    with pytest.raises(SystemExit):
+        settings_from_cli(["--backend", "gpu"], {})
