@@ -475,6 +475,7 @@ for _spec in (
         _scribble_hed,
         _hub("ControlNetHED.pth"),
         "scribble_edges",
+        thin_lines=True,
         description="HED edges thinned and thresholded into scribble strokes.",
     ),
     weighted_spec(
@@ -487,6 +488,7 @@ for _spec in (
             ParamSpec("value_threshold", "Value threshold", "float", 0.1, 0.01, 2.0, 0.01),
             ParamSpec("distance_threshold", "Distance threshold", "float", 0.1, 0.01, 20.0, 0.01),
         ),
+        thin_lines=True,
         description="Mobile line segment detection: straight lines of buildings and rooms.",
     ),
     PreprocessorSpec(
@@ -498,6 +500,7 @@ for _spec in (
             ParamSpec("min_line_length", "Minimum line length", "int", 40, 5, 400, 5),
             ParamSpec("max_line_gap", "Maximum gap", "int", 8, 0, 50, 1),
         ),
+        thin_lines=True,
         description="Probabilistic Hough transform on Canny edges: straight lines without weights.",
     ),
     weighted_spec(
@@ -506,6 +509,7 @@ for _spec in (
         _lineart,
         _hub("sk_model.pth"),
         "lineart_standard",
+        thin_lines=True,
         description="Learned line drawing of a photo (ControlNet 1.1 lineart).",
     ),
     weighted_spec(
@@ -514,6 +518,7 @@ for _spec in (
         _lineart_coarse,
         _hub("sk_model2.pth"),
         "lineart_standard",
+        thin_lines=True,
         description="The coarse lineart model: fewer, bolder lines.",
     ),
     weighted_spec(
@@ -522,6 +527,7 @@ for _spec in (
         _lineart_anime,
         _hub("netG.pth"),
         "lineart_standard",
+        thin_lines=True,
         description="Anime-style line extraction (for control_v11p_sd15s2_lineart_anime).",
     ),
     PreprocessorSpec(
@@ -532,6 +538,7 @@ for _spec in (
             ParamSpec("gaussian_sigma", "Blur (sigma)", "float", 6.0, 0.5, 20.0, 0.5),
             ParamSpec("intensity_threshold", "Intensity threshold", "int", 8, 0, 64, 1),
         ),
+        thin_lines=True,
         description="Dark detail relative to a blurred copy: line art without weights.",
     ),
     PreprocessorSpec(

@@ -1,0 +1,30 @@
+"""Anime lineart tab: anime line extraction, or standard lineart offline."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from controlnet_core.engine import Engine
+from demos.builder import create_demo as build_tab
+from demos.examples import skimage_sample
+from demos.extras import examples_hook
+
+MODALITY = "lineart_anime"
+
+
+def create_demo(engine: Engine) -> gr.Blocks:
+    rows = [
+        (
+            skimage_sample("astronaut.png"),
+            "an anime astronaut girl, masterpiece",
+            "lineart_standard",
+        ),
+        (skimage_sample("chelsea.png"), "an anime cat, masterpiece", "lineart_anime"),
+    ]
+    return build_tab(MODALITY, engine, extra_inputs=examples_hook(rows))
+
+
+if __name__ == "__main__":
+    from demos.launch import launch_single
+
+    launch_single(create_demo)

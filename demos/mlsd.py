@@ -1,0 +1,27 @@
+"""M-LSD tab: straight lines (M-LSD with weights, Hough transform offline)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from controlnet_core.engine import Engine
+from demos.builder import create_demo as build_tab
+from demos.examples import skimage_sample
+from demos.extras import examples_hook
+
+MODALITY = "mlsd"
+
+
+def create_demo(engine: Engine) -> gr.Blocks:
+    rows = [
+        (skimage_sample("rocket.jpg"), "a rocket tower at dusk, photo", "lines_hough"),
+        (skimage_sample("brick.png"), "a brick wall with ivy", "lines_hough"),
+        (skimage_sample("rocket.jpg"), "a lighthouse on a cliff, photo", "mlsd"),
+    ]
+    return build_tab(MODALITY, engine, extra_inputs=examples_hook(rows))
+
+
+if __name__ == "__main__":
+    from demos.launch import launch_single
+
+    launch_single(create_demo)

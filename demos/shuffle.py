@@ -1,0 +1,27 @@
+"""Content shuffle tab: the photo's colours and style, reshuffled (seeded)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from controlnet_core.engine import Engine
+from demos.builder import create_demo as build_tab
+from demos.examples import skimage_sample
+from demos.extras import examples_hook
+
+MODALITY = "shuffle"
+
+
+def create_demo(engine: Engine) -> gr.Blocks:
+    rows = [
+        (skimage_sample("coffee.png"), "a cozy cafe interior, best quality", "shuffle"),
+        (skimage_sample("chelsea.png"), "a warm autumn forest", "shuffle"),
+        (skimage_sample("astronaut.png"), "a space station interior", "shuffle"),
+    ]
+    return build_tab(MODALITY, engine, extra_inputs=examples_hook(rows))
+
+
+if __name__ == "__main__":
+    from demos.launch import launch_single
+
+    launch_single(create_demo)

@@ -1,0 +1,35 @@
+"""Soft edge tab: HED / PiDiNet soft edges, or classical gradients offline."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from controlnet_core.engine import Engine
+from demos.builder import create_demo as build_tab
+from demos.examples import skimage_sample
+from demos.extras import examples_hook
+
+MODALITY = "softedge"
+
+
+def create_demo(engine: Engine) -> gr.Blocks:
+    rows = [
+        (
+            skimage_sample("astronaut.png"),
+            "an astronaut portrait, oil painting, best quality",
+            "softedge_classical",
+        ),
+        (
+            skimage_sample("chelsea.png"),
+            "a tiger cub on a sofa, best quality",
+            "softedge_classical",
+        ),
+        (skimage_sample("coffee.png"), "a cup of tea on a wooden table, photo", "hed"),
+    ]
+    return build_tab(MODALITY, engine, extra_inputs=examples_hook(rows))
+
+
+if __name__ == "__main__":
+    from demos.launch import launch_single
+
+    launch_single(create_demo)
