@@ -44,8 +44,7 @@ def build_app(engine: Engine, modality_ids: Sequence[str] | None = None) -> gr.B
         gr.Markdown(
             f"# {TITLE}\n"
             "ControlNet steers Stable Diffusion with a control image: edges, a drawing, depth, pose… "
-            "Pick a tab, give it an image (or draw), and compare strengths. "
-            f"*Backend: {engine.backend_note()}*"
+            "Pick a tab, give it an image (or draw), and compare strengths."
         )
         with gr.Tabs():
             for modality_id in modality_ids:

@@ -22,7 +22,7 @@ import torch
 
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
-from controlnet_core.settings import Settings
+from controlnet_core.settings import SCHEDULER_NAMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ SCHEDULERS: dict[str, str] = {
     "Euler": "EulerDiscreteScheduler",
     "DDIM": "DDIMScheduler",
 }
+
+assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "settings.SCHEDULER_NAMES must list SCHEDULERS"
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 

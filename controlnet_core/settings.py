@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields, replace
 BACKENDS = ("auto", "real", "toy", "tiny")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
+SCHEDULER_NAMES = ("UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM")
+
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 HARD_MAX_RESOLUTION = 1024
 HARD_MAX_IMAGES = 8
@@ -49,6 +51,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ValueError(f"scheduler must be one of {SCHEDULER_NAMES}, got {self.scheduler!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         # Caps: a setting may lower a limit, never raise it past the hard maximum.
@@ -96,6 +100,12 @@ ENV_VARS: dict[str, str] = {
     "queue_size": "CONTROLNET_QUEUE_SIZE",
 }
 
+# Read when our own variable is absent: Hugging Face Spaces and containers set gradio's.
+FALLBACK_ENV_VARS: dict[str, str] = {
+    "host": "GRADIO_SERVER_NAME",
+    "port": "GRADIO_SERVER_PORT",
+}
+
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from environment variables (see ENV_VARS), defaults for the rest."""
@@ -105,7 +115,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     for field in fields(Settings):
         name = ENV_VARS[field.name]
         if name not in environ:
-            continue
+            name = FALLBACK_ENV_VARS.get(field.name, name)
+            if name not in environ:
+                continue
         raw = environ[name]
         default = getattr(defaults, field.name)
         try:
@@ -150,7 +162,9 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         help="folder with local ControlNet folders named like control_v11p_sd15_canny",
     )
     parser.add_argument("--device", choices=DEVICES, default=defaults.device)
-    parser.add_argument("--scheduler", default=defaults.scheduler, help="default sampler")
+    parser.add_argument(
+        "--scheduler", choices=SCHEDULER_NAMES, default=defaults.scheduler, help="default sampler"
+    )
     parser.add_argument(
         "--safety-checker",
         action=argparse.BooleanOptionalAction,

@@ -77,7 +77,11 @@ def test_sketch_endpoint_takes_a_canvas(served, tmp_path):
     canvas = np.zeros((128, 128, 4), np.uint8)  # transparent layer with one black stroke
     canvas[60:68, 10:118] = (0, 0, 0, 255)
     Image.fromarray(canvas, "RGBA").save(tmp_path / "canvas.png")
-    value = {"background": None, "layers": [], "composite": handle_file(str(tmp_path / "canvas.png"))}
+    value = {
+        "background": None,
+        "layers": [],
+        "composite": handle_file(str(tmp_path / "canvas.png")),
+    }
     gallery, recipe, _ = client.predict(
         *endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch"
     )
@@ -122,11 +126,15 @@ def test_missing_weights_message_reaches_the_page():
         path = f"{__import__('tempfile').mkdtemp()}/gray.png"
         Image.fromarray(image).save(path)
         with pytest.raises(Exception, match="could not be loaded") as caught:
-            client.predict(*endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny")
+            client.predict(
+                *endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny"
+            )
         assert "Traceback" not in str(caught.value)
         # The app keeps running: the next request is answered (with the same clear message).
         with pytest.raises(Exception, match="--backend toy"):
-            client.predict(*endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny")
+            client.predict(
+                *endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny"
+            )
     finally:
         demo.close()
 

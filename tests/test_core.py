@@ -24,7 +24,7 @@ def test_shapes_and_control_map(tiny_engine, square_image):
     result = make(tiny_engine, square_image, num_images=2)
     assert result.arrays.shape == (2, 64, 64, 3)
     assert result.arrays.dtype == np.float32
-    assert 0.0 <= result.arrays.min() and result.arrays.max() <= 1.0
+    assert result.arrays.min() >= 0.0 and result.arrays.max() <= 1.0
     assert [im.size for im in result.images] == [(64, 64), (64, 64)]
     control = np.asarray(result.control_map)
     assert control.shape == (64, 64, 3)
@@ -149,7 +149,9 @@ def test_recipe_records_every_setting(tiny_engine, square_image):
     assert set(recipe["versions"]) >= {"torch", "diffusers", "transformers", "python"}
 
 
-@pytest.mark.parametrize("scheduler", ["UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM"])
+@pytest.mark.parametrize(
+    "scheduler", ["UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM"]
+)
 def test_every_scheduler_runs(tiny_engine, square_image, scheduler):
     result = make(tiny_engine, square_image, scheduler=scheduler)
     assert np.isfinite(result.arrays).all()
@@ -175,7 +177,10 @@ def test_every_scheduler_runs(tiny_engine, square_image, scheduler):
         ({"resolution": float("nan")}, "resolution must be between"),
         ({"modality": "x-ray"}, "modality must be one of: canny"),
         ({"preprocessor": "scribble_threshold"}, "preprocessor must be one of"),
-        ({"preprocessor_params": {"low_threshold": 300}}, "'low_threshold' must be between 1 and 255"),
+        (
+            {"preprocessor_params": {"low_threshold": 300}},
+            "'low_threshold' must be between 1 and 255",
+        ),
         ({"preprocessor_params": {"sigma": 1}}, "has no parameter"),
         ({"scheduler": "PLMS"}, "scheduler must be one of"),
         ({"prompt": None}, "prompt must be text"),
@@ -183,7 +188,9 @@ def test_every_scheduler_runs(tiny_engine, square_image, scheduler):
         ({"detect_resolution": 10}, "detect_resolution must be between 64 and 2048"),
     ],
 )
-def test_invalid_arguments_name_the_argument_and_range(tiny_engine, square_image, overrides, message):
+def test_invalid_arguments_name_the_argument_and_range(
+    tiny_engine, square_image, overrides, message
+):
     with pytest.raises(ValueError, match=message):
         make(tiny_engine, square_image, **overrides)
 
@@ -204,7 +211,11 @@ def test_invalid_images_are_rejected(tiny_engine, image, message):
 
 def test_canny_thresholds_must_be_ordered(tiny_engine, square_image):
     with pytest.raises(ValueError, match="low_threshold .* must not exceed high_threshold"):
-        make(tiny_engine, square_image, preprocessor_params={"low_threshold": 200, "high_threshold": 100})
+        make(
+            tiny_engine,
+            square_image,
+            preprocessor_params={"low_threshold": 200, "high_threshold": 100},
+        )
 
 
 def test_control_maps_are_cached_across_prompts(square_image):

@@ -24,7 +24,9 @@ def test_base_and_controlnets_load_once_and_are_cached():
     again = manager.controlnet(get_modality("canny"))
     assert first is again
     # Sketch shares the scribble ControlNet: one load serves both tabs.
-    assert manager.controlnet(get_modality("scribble")) is manager.controlnet(get_modality("sketch"))
+    assert manager.controlnet(get_modality("scribble")) is manager.controlnet(
+        get_modality("sketch")
+    )
     assert manager.loads == {"base": 1, "controlnet:canny": 1, "controlnet:scribble": 1}
 
 
@@ -99,7 +101,9 @@ def saved_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
     pipe = tiny_pipeline()
     pipe.save_pretrained(root / "sd15")
-    tiny_controlnet(pipe.unet, "canny").save_pretrained(root / "controlnets" / "control_v11p_sd15_canny")
+    tiny_controlnet(pipe.unet, "canny").save_pretrained(
+        root / "controlnets" / "control_v11p_sd15_canny"
+    )
     return root
 
 
