@@ -29,6 +29,8 @@ def preset_map(name: str, mirror: bool, scale: float, shift_x: float, shift_y: f
 
 
 def add_presets(tab: TabInputs) -> None:
+    # The map we put into the input must keep exact colours: PNG, not the default lossy WebP.
+    tab.source.format = "png"
     with gr.Accordion("Pose presets (no photo needed)", open=True):
         with gr.Row():
             preset = gr.Dropdown(label="Preset", choices=list(POSE_PRESETS), value="standing")

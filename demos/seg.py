@@ -61,6 +61,8 @@ def use_painting(value):
 
 
 def add_painting(tab: TabInputs) -> None:
+    # The map we put into the input must keep exact colours: PNG, not the default lossy WebP.
+    tab.source.format = "png"
     with gr.Accordion("Paint a segmentation map (works offline)", open=True):
         gr.Markdown(
             "Pick a background class, then a class colour in the brush menu, and paint regions. "

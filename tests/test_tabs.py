@@ -1,0 +1,165 @@
+"""Every modality's tab answers on its named endpoint, offline, on the tiny backend (gradio_client)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app import build_app
+from controlnet_core.engine import Engine
+from controlnet_core.modalities import INPUT_CANVAS, MODALITIES
+from controlnet_core.preprocessors import PREPROCESSORS
+from controlnet_core.preprocessors.pose import COLORS
+from controlnet_core.settings import Settings
+from demos.examples import depth_scene, seg_landscape, shapes_drawing, skimage_sample
+from tests.conftest import free_port
+
+
+def offline_preprocessor(modality_id: str) -> str:
+    """The first preprocessor of the modality that needs no weights (at worst "none")."""
+    return next(
+        p for p in MODALITIES[modality_id].preprocessors if PREPROCESSORS[p].weights is None
+    )
+
+
+# An input that makes sense for each tab's offline preprocessor.
+INPUTS = {
+    "pose": lambda: skimage_sample("astronaut.png"),
+    "depth": depth_scene,
+    "normal": depth_scene,
+    "seg": seg_landscape,
+}
+
+
+def api_args(client: Client, endpoint: str, **values):
+    """Positional arguments for `endpoint`: its API defaults, with `values` by parameter name.
+
+    Built from the API description so parameters appended later keep their defaults.
+    """
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
+    names = [p["parameter_name"] for p in info["parameters"]]
+    unknown = set(values) - set(names)
+    assert not unknown, f"{endpoint} has no parameters {unknown}; it has {names}"
+    return [
+        values[p["parameter_name"]] if p["parameter_name"] in values else p.get("parameter_default")
+        for p in info["parameters"]
+    ]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    demo = build_app(Engine(Settings(backend="tiny")))
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}", verbose=False)
+    finally:
+        demo.close()
+
+
+def _load(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _source(modality_id: str, tmp_path):
+    if MODALITIES[modality_id].input_kind == INPUT_CANVAS:
+        canvas = np.zeros((128, 128, 4), np.uint8)
+        canvas[60:68, 10:118] = (0, 0, 0, 255)
+        Image.fromarray(canvas, "RGBA").save(tmp_path / "canvas.png")
+        return {
+            "background": None,
+            "layers": [],
+            "composite": handle_file(str(tmp_path / "canvas.png")),
+        }
+    path = INPUTS.get(modality_id, lambda: shapes_drawing("square_triangle"))()
+    return handle_file(path)
+
+
+@pytest.mark.parametrize("modality_id", list(MODALITIES))
+def test_every_tab_generates_offline_map_first(client, modality_id, tmp_path):
+    preprocessor = offline_preprocessor(modality_id)
+    gallery, recipe, seed = client.predict(
+        *api_args(
+            client,
+            f"/{modality_id}",
+            image=_source(modality_id, tmp_path),
+            prompt_text="a test",
+            chosen_preprocessor=preprocessor,
+            step_count=2,
+            res=64,
+            randomize=False,
+            seed_value=7,
+            count=2,
+        ),
+        api_name=f"/{modality_id}",
+    )
+    assert [item["caption"] for item in gallery] == ["Control map", "seed 7", "seed 8"]
+    images = [_load(item["image"]) for item in gallery]
+    # 64-px outputs are shown upscaled to at least 256 px; the map has the images' size
+    assert all(image.shape == images[0].shape for image in images)
+    assert min(images[0].shape[:2]) == 256
+    assert images[0].max() > 0  # the map is not empty
+    assert recipe["modality"] == modality_id and recipe["preprocessor"] == preprocessor
+    assert recipe["controlnet_model"].endswith(MODALITIES[modality_id].controlnet_key)
+
+
+@pytest.mark.parametrize("modality_id", [m for m in MODALITIES if m != "sketch"])
+def test_every_tab_previews_an_uploaded_map_with_none(client, modality_id):
+    gallery = client.predict(
+        *api_args(
+            client,
+            f"/{modality_id}_map",
+            image=handle_file(seg_landscape()),
+            chosen_preprocessor="none",
+            res=64,
+        ),
+        api_name=f"/{modality_id}_map",
+    )
+    control = _load(gallery[0]["image"])
+    expected = np.asarray(Image.open(seg_landscape()).convert("RGB").resize((256, 256)))
+    # "none" passes the upload through (resized): the sky colour survives in the corner
+    assert np.abs(control[5, 5].astype(int) - expected[5, 5]).max() <= 2
+
+
+def test_pose_preset_endpoint_draws_a_skeleton_and_selects_none(client):
+    image, preprocessor = client.predict(
+        *api_args(client, "/pose_preset", name="t-pose", mirror=True, scale=0.9),
+        api_name="/pose_preset",
+    )
+    drawn = _load(image)
+    assert preprocessor == "none" and drawn.shape == (512, 512, 3)
+    for color in COLORS:
+        assert (drawn == color).all(axis=2).any()
+
+
+def test_missing_weights_point_to_the_offline_alternative_on_the_page(client):
+    with pytest.raises(Exception) as caught:
+        client.predict(
+            *api_args(
+                client,
+                "/softedge_map",
+                image=handle_file(shapes_drawing("square_triangle")),
+                chosen_preprocessor="hed",
+                res=64,
+            ),
+            api_name="/softedge_map",
+        )
+    message = str(caught.value)
+    assert "ControlNetHED.pth" in message and PREPROCESSORS["softedge_classical"].label in message
+
+
+def test_seg_painting_snaps_to_ade20k_colours():
+    from controlnet_core.preprocessors.segmentation import ADE20K_PALETTE, class_color
+    from demos.seg import painting_to_map, solid_canvas
+
+    canvas = solid_canvas("sky")
+    canvas[300:] = class_color("grass")
+    canvas[299:301] = (100, 200, 100)  # an antialiased seam between the two
+    snapped = painting_to_map({"background": canvas, "layers": [], "composite": canvas})
+    colors = {tuple(c) for c in snapped.reshape(-1, 3)}
+    assert colors <= {tuple(c) for c in ADE20K_PALETTE.tolist()}
+    assert tuple(snapped[0, 0]) == class_color("sky") and tuple(snapped[-1, -1]) == class_color(
+        "grass"
+    )
