@@ -11,14 +11,14 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from controlnet_core.images import image_sha1, target_size, to_rgb_array
+from controlnet_core.images import fit_image, image_sha1, target_size, to_rgb_array
 from controlnet_core.modalities import Modality, get_modality
 from controlnet_core.preprocessors import (
     MAX_DETECT_RESOLUTION,
@@ -38,8 +38,30 @@ ProgressCallback = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
+class ControlSpec:
+    """An additional ControlNet of a multi-ControlNet request, with its own strength and window."""
+
+    modality: str
+    preprocessor: str | None = None
+    preprocessor_params: Mapping[str, Any] = field(default_factory=dict)
+    detect_resolution: int = 512
+    conditioning_scale: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+
+
+MAX_EXTRA_CONTROLS = 3
+SWEEP_KINDS = ("strength", "start", "end")
+MAX_SWEEP_VALUES = 8
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """Every setting of one generation. See `Engine.validate` for the allowed ranges."""
+    """Every setting of one generation. See `Engine.validate` for the allowed ranges.
+
+    `extra_controls` adds more ControlNets (multi-ControlNet); their images are passed to
+    `Engine.generate` alongside the main control image.
+    """
 
     modality: str
     prompt: str = ""
@@ -57,6 +79,8 @@ class GenerationRequest:
     num_images: int = 1
     resolution: int = 512
     scheduler: str = "UniPC"
+    control_mode: str = "balanced"
+    extra_controls: tuple[ControlSpec, ...] = ()
 
 
 @dataclass
@@ -69,6 +93,8 @@ class GenerationResult:
     recipe: dict[str, Any]
     seconds: float
     nsfw: list[bool] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    extra_maps: list[Image.Image] = field(default_factory=list)
 
 
 def _fmt(number: float) -> str:
@@ -82,16 +108,12 @@ def _number(name: str, value: Any, low: float, high: float, integer: bool = Fals
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a number between {lo} and {hi}; got {value!r}"
-        ) from None
+        raise ValueError(f"{name} must be a number between {lo} and {hi}; got {value!r}") from None
     if not math.isfinite(number) or not low <= number <= high:
         raise ValueError(f"{name} must be between {lo} and {hi}; got {value!r}")
     if integer:
         if number != int(number):
-            raise ValueError(
-                f"{name} must be a whole number between {lo} and {hi}; got {value!r}"
-            )
+            raise ValueError(f"{name} must be a whole number between {lo} and {hi}; got {value!r}")
         return int(number)
     return number
 
@@ -160,16 +182,30 @@ class Engine:
     def validate(self, request: GenerationRequest) -> GenerationRequest:
         """`request` with numbers normalised; ValueError naming the argument and its range otherwise."""
         from controlnet_core.models import SCHEDULERS
+        from controlnet_core.sampling import CONTROL_MODES
 
         s = self.settings
-        modality = get_modality(request.modality)
-        preprocessor = request.preprocessor or modality.default_preprocessor
-        if preprocessor not in modality.preprocessors:
+        main = _validate_control(
+            ControlSpec(
+                modality=request.modality,
+                preprocessor=request.preprocessor,
+                preprocessor_params=request.preprocessor_params,
+                detect_resolution=request.detect_resolution,
+                conditioning_scale=request.conditioning_scale,
+                guidance_start=request.guidance_start,
+                guidance_end=request.guidance_end,
+            ),
+            prefix="",
+        )
+        extra = tuple(request.extra_controls or ())
+        if len(extra) > MAX_EXTRA_CONTROLS:
             raise ValueError(
-                f"preprocessor must be one of {list(modality.preprocessors)} for "
-                f"{modality.label}; got {preprocessor!r}"
+                f"extra_controls must hold at most {MAX_EXTRA_CONTROLS} ControlNets; got {len(extra)}"
             )
-        params = get_preprocessor(preprocessor).validate_params(request.preprocessor_params)
+        extra = tuple(
+            _validate_control(spec, prefix=f"extra_controls[{index}].")
+            for index, spec in enumerate(extra)
+        )
         for name in ("prompt", "negative_prompt"):
             text = getattr(request, name)
             if not isinstance(text, str):
@@ -178,10 +214,6 @@ class Engine:
                 raise ValueError(
                     f"{name} must be at most {MAX_PROMPT_CHARS} characters; got {len(text)}"
                 )
-        start = _number("guidance_start", request.guidance_start, 0.0, 1.0)
-        end = _number("guidance_end", request.guidance_end, 0.0, 1.0)
-        if start >= end:
-            raise ValueError(f"guidance_start ({start:g}) must be less than guidance_end ({end:g})")
         resolution = _number("resolution", request.resolution, 64, s.max_resolution, integer=True)
         if resolution % 64:
             raise ValueError(
@@ -191,24 +223,20 @@ class Engine:
             raise ValueError(
                 f"scheduler must be one of {list(SCHEDULERS)}; got {request.scheduler!r}"
             )
+        if request.control_mode not in CONTROL_MODES:
+            raise ValueError(
+                f"control_mode must be one of {list(CONTROL_MODES)}; got {request.control_mode!r}"
+            )
         return GenerationRequest(
-            modality=modality.id,
+            modality=main.modality,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            preprocessor=preprocessor,
-            preprocessor_params=params,
-            detect_resolution=_number(
-                "detect_resolution",
-                request.detect_resolution,
-                MIN_DETECT_RESOLUTION,
-                MAX_DETECT_RESOLUTION,
-                integer=True,
-            ),
-            conditioning_scale=_number(
-                "conditioning_scale", request.conditioning_scale, 0.0, MAX_CONDITIONING_SCALE
-            ),
-            guidance_start=start,
-            guidance_end=end,
+            preprocessor=main.preprocessor,
+            preprocessor_params=main.preprocessor_params,
+            detect_resolution=main.detect_resolution,
+            conditioning_scale=main.conditioning_scale,
+            guidance_start=main.guidance_start,
+            guidance_end=main.guidance_end,
             guess_mode=bool(request.guess_mode),
             steps=_number("steps", request.steps, 1, s.max_steps, integer=True),
             guidance_scale=_number(
@@ -218,6 +246,8 @@ class Engine:
             num_images=_number("num_images", request.num_images, 1, s.max_images, integer=True),
             resolution=resolution,
             scheduler=request.scheduler,
+            control_mode=request.control_mode,
+            extra_controls=extra,
         )
 
     # --- control maps ---------------------------------------------------------------------------
@@ -269,14 +299,97 @@ class Engine:
         request: GenerationRequest,
         control_image: object,
         progress: ProgressCallback | None = None,
+        extra_images: Sequence[object] = (),
     ) -> GenerationResult:
-        """Run one ControlNet generation: images, the control map and the full recipe."""
-        import torch
+        """Images for `request` (image i uses seed + i), the control map(s) and the full recipe."""
+        from controlnet_core.sampling import Variant
+
+        prepared = self._prepare(request, control_image, extra_images, progress)
+        request = prepared.request
+        variants = [
+            Variant(request.seed + i, prepared.unit_settings) for i in range(request.num_images)
+        ]
+        labels = [f"seed {v.seed}" for v in variants]
+        return self._run(prepared, variants, labels, {"kind": "generate"}, progress)
+
+    def compare(
+        self,
+        request: GenerationRequest,
+        control_image: object,
+        progress: ProgressCallback | None = None,
+        extra_images: Sequence[object] = (),
+    ) -> GenerationResult:
+        """Plain SD and ControlNet for the same seed and settings, from one batched pass.
+
+        images[0] is plain SD (every ControlNet skipped), images[1] the controlled image.
+        """
+        from controlnet_core.sampling import UnitSettings, Variant
+
+        prepared = self._prepare(request, control_image, extra_images, progress)
+        seed = prepared.request.seed
+        off = tuple(UnitSettings(0.0, u.start, u.end) for u in prepared.unit_settings)
+        variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
+        labels = ["plain SD (no ControlNet)", f"ControlNet ({prepared.modality.label})"]
+        return self._run(prepared, variants, labels, {"kind": "compare"}, progress)
+
+    def sweep(
+        self,
+        request: GenerationRequest,
+        control_image: object,
+        kind: str = "strength",
+        values: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+        progress: ProgressCallback | None = None,
+        extra_images: Sequence[object] = (),
+    ) -> GenerationResult:
+        """The same seed rendered once per value of the main ControlNet's strength, start or end."""
+        from controlnet_core.sampling import UnitSettings, Variant
+
+        if kind not in SWEEP_KINDS:
+            raise ValueError(f"sweep kind must be one of {list(SWEEP_KINDS)}; got {kind!r}")
+        values = list(values)
+        if not 1 <= len(values) <= MAX_SWEEP_VALUES:
+            raise ValueError(f"a sweep takes 1 to {MAX_SWEEP_VALUES} values; got {len(values)}")
+        prepared = self._prepare(request, control_image, extra_images, progress)
+        main, *rest = prepared.unit_settings
+        variants, labels = [], []
+        for value in values:
+            if kind == "strength":
+                value = _number("sweep strength", value, 0.0, MAX_CONDITIONING_SCALE)
+                unit = UnitSettings(value, main.start, main.end)
+            elif kind == "start":
+                value = _number("sweep start", value, 0.0, 1.0)
+                if value >= main.end:
+                    raise ValueError(
+                        f"sweep start {value:g} must be less than the end ({main.end:g})"
+                    )
+                unit = UnitSettings(main.scale, value, main.end)
+            else:
+                value = _number("sweep end", value, 0.0, 1.0)
+                if value <= main.start:
+                    raise ValueError(f"sweep end {value:g} must exceed the start ({main.start:g})")
+                unit = UnitSettings(main.scale, main.start, value)
+            variants.append(Variant(prepared.request.seed, (unit, *rest)))
+            labels.append(f"{kind} {value:g}")
+        extra = {
+            "kind": "sweep",
+            "sweep": {"parameter": kind, "values": [float(v) for v in values]},
+        }
+        return self._run(prepared, variants, labels, extra, progress)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _prepare(self, request, control_image, extra_images, progress) -> _Prepared:
+        from controlnet_core.sampling import ControlUnit, UnitSettings
 
         started = time.perf_counter()
         request = self.validate(request)
+        if len(extra_images) != len(request.extra_controls):
+            raise ValueError(
+                f"extra_images must hold one image per extra control "
+                f"({len(request.extra_controls)}); got {len(extra_images)}"
+            )
         modality = get_modality(request.modality)
-        control = self.control_map(
+        main_map = self.control_map(
             modality.id,
             control_image,
             request.preprocessor,
@@ -284,71 +397,95 @@ class Engine:
             request.detect_resolution,
             request.resolution,
         )
+        height, width = main_map.shape[:2]
+        maps = [main_map]
+        for spec, image in zip(request.extra_controls, extra_images, strict=True):
+            extra_map = self.control_map(
+                spec.modality,
+                image,
+                spec.preprocessor,
+                spec.preprocessor_params,
+                spec.detect_resolution,
+                request.resolution,
+            )
+            maps.append(fit_image(np.asarray(extra_map), (width, height)))
 
         def status(message: str) -> None:
             if progress is not None:
                 progress(0.0, message)
 
-        loaded = self.manager.controlnet(modality, status)
-        pipe = self.manager.pipeline([loaded], request.scheduler, status)
-        steps = request.steps
-
-        def on_step_end(pipeline, step, timestep, callback_kwargs):
-            if progress is not None:
-                progress((step + 1) / steps, f"Denoising step {step + 1}/{steps}")
-            return callback_kwargs
-
-        generators = [
-            torch.Generator().manual_seed(request.seed + index)
-            for index in range(request.num_images)
+        specs = [_main_spec(request), *request.extra_controls]
+        loaded = [self.manager.controlnet(get_modality(spec.modality), status) for spec in specs]
+        units = [
+            ControlUnit(model=net.model, image=Image.fromarray(m))
+            for net, m in zip(loaded, maps, strict=True)
         ]
-        height, width = control.shape[:2]
-        with torch.inference_mode():
-            output = pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                image=Image.fromarray(control),
-                num_inference_steps=steps,
-                guidance_scale=request.guidance_scale,
-                controlnet_conditioning_scale=request.conditioning_scale,
-                control_guidance_start=request.guidance_start,
-                control_guidance_end=request.guidance_end,
-                guess_mode=request.guess_mode,
-                num_images_per_prompt=request.num_images,
-                generator=generators,
-                height=height,
-                width=width,
-                output_type="np",
-                callback_on_step_end=on_step_end,
-            )
-        arrays = np.asarray(output.images, dtype=np.float32)
-        images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
-        nsfw = (
-            list(output.nsfw_content_detected or [])
-            if hasattr(output, "nsfw_content_detected")
-            else []
+        settings = tuple(
+            UnitSettings(spec.conditioning_scale, spec.guidance_start, spec.guidance_end)
+            for spec in specs
         )
-        recipe = self.recipe(request, modality, loaded.model_id, width, height)
+        return _Prepared(request, modality, maps, loaded, units, settings, width, height, started)
+
+    def _run(self, prepared, variants, labels, recipe_extra, progress) -> GenerationResult:
+        from controlnet_core.models import make_scheduler
+        from controlnet_core.sampling import sample
+
+        request = prepared.request
+        base = self.manager.base()
+
+        def on_step(index: int, total: int) -> None:
+            if progress is not None:
+                progress((index + 1) / total, f"Denoising step {index + 1}/{total}")
+
+        arrays, nsfw = sample(
+            base,
+            prepared.units,
+            variants,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            width=prepared.width,
+            height=prepared.height,
+            scheduler_factory=lambda: make_scheduler(request.scheduler, base.scheduler.config),
+            guess_mode=request.guess_mode,
+            control_mode=request.control_mode,
+            on_step=on_step,
+        )
+        images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
+        recipe = self.recipe(
+            request, prepared.modality, prepared.loaded, prepared.width, prepared.height
+        )
+        recipe.update(recipe_extra)
+        recipe["seeds"] = [v.seed for v in variants]
         return GenerationResult(
             images=images,
             arrays=arrays,
-            control_map=Image.fromarray(control),
+            control_map=Image.fromarray(prepared.maps[0]),
             recipe=recipe,
-            seconds=time.perf_counter() - started,
-            nsfw=[bool(x) for x in nsfw if x is not None],
+            seconds=time.perf_counter() - prepared.started,
+            nsfw=nsfw,
+            labels=labels,
+            extra_maps=[Image.fromarray(m) for m in prepared.maps[1:]],
         )
 
     def recipe(
         self,
         request: GenerationRequest,
         modality: Modality,
-        controlnet_id: str,
+        loaded: Sequence[Any],
         width: int,
         height: int,
     ) -> dict[str, Any]:
         """Every setting of `request` plus model ids, backend, device and library versions."""
         settings = asdict(request)
         settings["preprocessor_params"] = dict(request.preprocessor_params)
+        settings["extra_controls"] = [
+            {**asdict(spec), "preprocessor_params": dict(spec.preprocessor_params)}
+            for spec in request.extra_controls
+        ]
+        for spec, controlnet in zip(settings["extra_controls"], loaded[1:], strict=True):
+            spec["controlnet_model"] = controlnet.model_id
         return {
             "format": RECIPE_FORMAT,
             **settings,
@@ -358,8 +495,84 @@ class Engine:
             "seeds": [request.seed + i for i in range(request.num_images)],
             "backend": self.manager.backend,
             "base_model": self.manager.base_model_id,
-            "controlnet_model": controlnet_id,
+            "controlnet_model": loaded[0].model_id,
             "device": str(self.manager.device),
             "dtype": str(self.manager.dtype).replace("torch.", ""),
             "versions": library_versions(),
         }
+
+
+@dataclass
+class _Prepared:
+    request: GenerationRequest
+    modality: Modality
+    maps: list[np.ndarray]
+    loaded: list[Any]
+    units: list[Any]
+    unit_settings: tuple[Any, ...]
+    width: int
+    height: int
+    started: float
+
+
+def _main_spec(request: GenerationRequest) -> ControlSpec:
+    return ControlSpec(
+        modality=request.modality,
+        preprocessor=request.preprocessor,
+        preprocessor_params=request.preprocessor_params,
+        detect_resolution=request.detect_resolution,
+        conditioning_scale=request.conditioning_scale,
+        guidance_start=request.guidance_start,
+        guidance_end=request.guidance_end,
+    )
+
+
+def _validate_control(spec: ControlSpec, prefix: str) -> ControlSpec:
+    """`spec` normalised (preprocessor defaulted, params filled); ValueError naming the field."""
+    modality = get_modality(spec.modality)
+    preprocessor = spec.preprocessor or modality.default_preprocessor
+    if preprocessor not in modality.preprocessors:
+        raise ValueError(
+            f"{prefix}preprocessor must be one of {list(modality.preprocessors)} for "
+            f"{modality.label}; got {preprocessor!r}"
+        )
+    params = get_preprocessor(preprocessor).validate_params(spec.preprocessor_params)
+    start = _number(f"{prefix}guidance_start", spec.guidance_start, 0.0, 1.0)
+    end = _number(f"{prefix}guidance_end", spec.guidance_end, 0.0, 1.0)
+    if start >= end:
+        raise ValueError(
+            f"{prefix}guidance_start ({start:g}) must be less than {prefix}guidance_end ({end:g})"
+        )
+    return ControlSpec(
+        modality=modality.id,
+        preprocessor=preprocessor,
+        preprocessor_params=params,
+        detect_resolution=_number(
+            f"{prefix}detect_resolution",
+            spec.detect_resolution,
+            MIN_DETECT_RESOLUTION,
+            MAX_DETECT_RESOLUTION,
+            integer=True,
+        ),
+        conditioning_scale=_number(
+            f"{prefix}conditioning_scale", spec.conditioning_scale, 0.0, MAX_CONDITIONING_SCALE
+        ),
+        guidance_start=start,
+        guidance_end=end,
+    )
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(GenerationRequest))
+_CONTROL_FIELDS = tuple(f.name for f in fields(ControlSpec))
+
+
+def request_from_recipe(recipe: Mapping[str, Any]) -> GenerationRequest:
+    """The `GenerationRequest` that a recipe records (see `controlnet_core.recipes.read_recipe`)."""
+    if "modality" not in recipe:
+        raise ValueError("the recipe names no modality")
+    values = {name: recipe[name] for name in _REQUEST_FIELDS if name in recipe}
+    values["extra_controls"] = tuple(
+        ControlSpec(**{name: spec[name] for name in _CONTROL_FIELDS if name in spec})
+        for spec in recipe.get("extra_controls", [])
+    )
+    return GenerationRequest(**values)

@@ -1,14 +1,21 @@
 """Recipes: the full, JSON-serialisable record of how an image was made.
 
 A recipe holds every setting of a generation, the model ids and the library versions, so the same
-image can be made again. `library_versions` is computed once per process.
+image can be made again. Output PNGs carry it twice: as the A1111-style `parameters` text (read by
+image viewers and other SD tools) and as JSON under `controlnet_recipe` (read back by this app).
 """
 
 from __future__ import annotations
 
+import json
 import platform
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 RECIPE_FORMAT = "controlnet-demo-suite/recipe-v1"
 _VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "controlnet-aux", "gradio", "numpy")
@@ -24,3 +31,122 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+PNG_RECIPE_KEY = "controlnet_recipe"
+PNG_PARAMETERS_KEY = "parameters"
+
+_A1111_MODES = {
+    "balanced": "Balanced",
+    "prompt": "My prompt is more important",
+    "controlnet": "ControlNet is more important",
+}
+
+
+def a1111_parameters(recipe: dict[str, Any], image_index: int = 0) -> str:
+    """The recipe as the A1111 "parameters" text that image viewers and other tools understand."""
+    seeds = recipe.get("seeds") or [recipe.get("seed", 0)]
+    seed = seeds[min(image_index, len(seeds) - 1)]
+    lines = [recipe.get("prompt", "")]
+    if recipe.get("negative_prompt"):
+        lines.append(f"Negative prompt: {recipe['negative_prompt']}")
+    fields = [
+        f"Steps: {recipe.get('steps')}",
+        f"Sampler: {recipe.get('scheduler')}",
+        f"CFG scale: {recipe.get('guidance_scale')}",
+        f"Seed: {seed}",
+        f"Size: {recipe.get('width')}x{recipe.get('height')}",
+        f"Model: {recipe.get('base_model')}",
+    ]
+    controls = [
+        {
+            "preprocessor": recipe.get("preprocessor"),
+            "controlnet_model": recipe.get("controlnet_model"),
+            "conditioning_scale": recipe.get("conditioning_scale"),
+            "guidance_start": recipe.get("guidance_start"),
+            "guidance_end": recipe.get("guidance_end"),
+        },
+        *recipe.get("extra_controls", []),
+    ]
+    mode = _A1111_MODES.get(recipe.get("control_mode", "balanced"), "Balanced")
+    for index, control in enumerate(controls):
+        fields.append(
+            f'ControlNet {index}: "Module: {control.get("preprocessor")}, '
+            f"Model: {control.get('controlnet_model')}, Weight: {control.get('conditioning_scale')}, "
+            f"Guidance Start: {control.get('guidance_start')}, "
+            f'Guidance End: {control.get("guidance_end")}, Control Mode: {mode}"'
+        )
+    if recipe.get("guess_mode"):
+        fields.append("Guess mode: True")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+def recipe_for_image(recipe: dict[str, Any], image_index: int) -> dict[str, Any]:
+    """The recipe of one image of a batch: its own seed, one image (so it reproduces alone)."""
+    seeds = recipe.get("seeds") or [recipe.get("seed", 0)]
+    single = dict(recipe)
+    single["seed"] = seeds[min(image_index, len(seeds) - 1)]
+    single["seeds"] = [single["seed"]]
+    single["num_images"] = 1
+    return single
+
+
+def save_png(image: Image.Image, recipe: dict[str, Any], path: str | Path) -> Path:
+    """Write `image` as PNG with its recipe: A1111 `parameters` text plus the JSON recipe."""
+    info = PngInfo()
+    info.add_text(PNG_PARAMETERS_KEY, a1111_parameters(recipe))
+    info.add_text(PNG_RECIPE_KEY, json.dumps(recipe, sort_keys=True))
+    path = Path(path)
+    image.save(path, format="PNG", pnginfo=info)
+    return path
+
+
+def read_recipe(source: object) -> dict[str, Any]:
+    """The recipe stored in a PNG made here, or a JSON recipe (path, text, bytes or dict).
+
+    ValueError when the source holds no recipe of this app.
+    """
+    recipe: Any = None
+    if isinstance(source, dict):
+        recipe = source
+    elif isinstance(source, Image.Image):
+        recipe = _recipe_from_png(source)
+    elif isinstance(source, (str, Path)) and Path(source).is_file():
+        path = Path(source)
+        with path.open("rb") as handle:
+            signature = handle.read(8)
+        if signature.startswith(b"\x89PNG"):
+            with Image.open(path) as image:
+                recipe = _recipe_from_png(image)
+        else:
+            recipe = _parse_json(path.read_text(encoding="utf-8", errors="replace"))
+    elif isinstance(source, (str, bytes)):
+        recipe = _parse_json(source)
+    else:
+        raise ValueError(
+            f"a recipe must be a PNG made by this app or JSON; got {type(source).__name__}"
+        )
+    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
+        raise ValueError(
+            f"this is not a recipe of this app (expected format {RECIPE_FORMAT!r}); "
+            "load a PNG generated here or its JSON recipe"
+        )
+    return recipe
+
+
+def _recipe_from_png(image: Image.Image) -> Any:
+    text = image.info.get(PNG_RECIPE_KEY)
+    if text is None:
+        raise ValueError(
+            "this PNG carries no recipe: load an image generated by this app (saved as PNG), "
+            "or its JSON recipe"
+        )
+    return _parse_json(text)
+
+
+def _parse_json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"the recipe is not valid JSON: {error}") from None

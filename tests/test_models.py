@@ -61,7 +61,9 @@ def test_two_threads_on_two_modalities_match_sequential_runs(square_image):
         "scribble": GenerationRequest(modality="scribble", seed=1, **FAST),
     }
     sequential = {k: engine.generate(r, square_image).arrays for k, r in requests.items()}
-    assert not np.array_equal(sequential["canny"], sequential["scribble"])
+    # Threads may split CPU kernels differently (float summation order), so compare within 1e-4;
+    # a request that saw the other tab's ControlNet would be off by far more.
+    assert np.abs(sequential["canny"] - sequential["scribble"]).max() > 1e-2
     concurrent: dict[str, np.ndarray] = {}
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
@@ -71,7 +73,7 @@ def test_two_threads_on_two_modalities_match_sequential_runs(square_image):
             barrier.wait()
             for _ in range(3):
                 concurrent[key] = engine.generate(requests[key], square_image).arrays
-                assert np.array_equal(concurrent[key], sequential[key])
+                np.testing.assert_allclose(concurrent[key], sequential[key], atol=1e-4)
         except BaseException as error:  # surfaced below
             errors.append(error)
 
@@ -82,7 +84,7 @@ def test_two_threads_on_two_modalities_match_sequential_runs(square_image):
         thread.join()
     assert not errors, errors
     for key in requests:
-        assert np.array_equal(concurrent[key], sequential[key])
+        np.testing.assert_allclose(concurrent[key], sequential[key], atol=1e-4)
 
 
 def test_per_request_pipelines_share_weights_but_not_schedulers():

@@ -1,0 +1,286 @@
+"""One batched denoising loop for every generation: single images, batches, comparisons, sweeps.
+
+A call renders several *variants* in one pass. Each variant has its own seed and its own per-ControlNet
+(strength, start, end); they share the prompt, the sampler and the control images. The UNet runs once
+per step on all variants together; each ControlNet runs only on the variants for which it is active at
+that step (a plain-SD variant, strength 0 or outside its start/end window, skips it entirely). The math
+is that of diffusers' `StableDiffusionControlNetPipeline`, so a variant equals the image that pipeline
+(or `StableDiffusionPipeline`, for a plain variant) gives for the same seed and settings.
+
+Control modes follow the sd-webui-controlnet extension: "balanced" is the plain pipeline;
+"prompt" ("My prompt is more important") scales the ControlNet's residuals per block by
+0.825^(N-1-i), from 0.825^12 ≈ 0.1 at the shallowest SD1.5 block to 1 at the middle block;
+"controlnet" ("ControlNet is more important") uses the same soft weights and applies the ControlNet to
+the conditional half of classifier-free guidance only, so CFG amplifies the control.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+CONTROL_MODES = {
+    "balanced": "Balanced",
+    "prompt": "My prompt is more important",
+    "controlnet": "ControlNet is more important",
+}
+SOFT_WEIGHT_BASE = 0.825
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """How strongly, and during which fraction of the steps, one ControlNet acts."""
+
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One image of the batch: its seed and one `UnitSettings` per ControlNet."""
+
+    seed: int
+    units: tuple[UnitSettings, ...]
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """A ControlNet and its control map (already at the output size)."""
+
+    model: torch.nn.Module
+    image: Image.Image
+
+
+def control_keep(step: int, total: int, start: float, end: float) -> float:
+    """1.0 when the ControlNet acts at `step` of `total`, as diffusers decides it, else 0.0."""
+    return 1.0 - float(step / total < start or (step + 1) / total > end)
+
+
+def soft_weights(count: int) -> list[float]:
+    """Per-residual weights of the soft control modes: 0.825^(count-1-i), 1 for the middle block."""
+    return [SOFT_WEIGHT_BASE ** float(count - 1 - i) for i in range(count)]
+
+
+def _accepts(function: Callable, name: str) -> bool:
+    return name in inspect.signature(function).parameters
+
+
+@torch.inference_mode()
+def sample(
+    pipe,
+    units: Sequence[ControlUnit],
+    variants: Sequence[Variant],
+    *,
+    prompt: str,
+    negative_prompt: str = "",
+    steps: int = 20,
+    guidance_scale: float = 7.5,
+    width: int,
+    height: int,
+    scheduler_factory: Callable[[], object],
+    guess_mode: bool = False,
+    control_mode: str = "balanced",
+    on_step: StepCallback | None = None,
+) -> tuple[np.ndarray, list[bool]]:
+    """Denoise all `variants` in one batched pass; float images in [0, 1] (B, H, W, 3) + NSFW flags.
+
+    `pipe` is any SD1.5 pipeline object (its unet, vae, text encoder and image processors are used).
+    """
+    if control_mode not in CONTROL_MODES:
+        raise ValueError(f"control_mode must be one of {list(CONTROL_MODES)}; got {control_mode!r}")
+    if not variants:
+        raise ValueError("variants must hold at least one variant")
+    for variant in variants:
+        if len(variant.units) != len(units):
+            raise ValueError("every variant needs one UnitSettings per ControlNet")
+    unet, vae = pipe.unet, pipe.vae
+    device, dtype = unet.device, unet.dtype
+    batch = len(variants)
+    do_cfg = guidance_scale > 1.0 and unet.config.time_cond_proj_dim is None
+    if units:
+        # Shuffle-type ControlNets pool their conditions globally and always run as in guess mode.
+        guess_mode = guess_mode or bool(
+            getattr(units[0].model.config, "global_pool_conditions", False)
+        )
+    cond_only = do_cfg and (guess_mode or control_mode == "controlnet")
+
+    prompt_embeds, negative_embeds = pipe.encode_prompt(
+        prompt, device, batch, do_cfg, negative_prompt or None
+    )
+    text = torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds
+
+    control_images = [
+        _prepare_control_image(pipe, unit.image, width, height, device, unit.model.dtype)
+        for unit in units
+    ]
+
+    schedulers = [scheduler_factory() for _ in variants]
+    for scheduler in schedulers:
+        scheduler.set_timesteps(steps, device=device)
+    timesteps = schedulers[0].timesteps
+    generators = [torch.Generator().manual_seed(v.seed) for v in variants]
+    latent_shape = (
+        1,
+        unet.config.in_channels,
+        height // pipe.vae_scale_factor,
+        width // pipe.vae_scale_factor,
+    )
+    latents = torch.cat(
+        [
+            _randn(latent_shape, g, device, dtype) * s.init_noise_sigma
+            for g, s in zip(generators, schedulers, strict=True)
+        ]
+    )
+    step_kwargs = [
+        {"generator": g} if _accepts(s.step, "generator") else {}
+        for g, s in zip(generators, schedulers, strict=True)
+    ]
+    if _accepts(schedulers[0].step, "eta"):
+        for kwargs in step_kwargs:
+            kwargs["eta"] = 0.0
+
+    total = len(timesteps)
+    for index, t in enumerate(timesteps):
+        scaled = torch.cat(
+            [s.scale_model_input(latents[b : b + 1], t) for b, s in enumerate(schedulers)]
+        )
+        model_input = torch.cat([scaled, scaled]) if do_cfg else scaled
+        down, mid = _control_residuals(
+            units,
+            control_images,
+            variants,
+            scaled,
+            text,
+            t,
+            index,
+            total,
+            do_cfg=do_cfg,
+            cond_only=cond_only,
+            guess_mode=guess_mode,
+            soft=control_mode != "balanced",
+        )
+        noise = unet(
+            model_input,
+            t,
+            encoder_hidden_states=text,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
+        if do_cfg:
+            uncond, cond = noise.chunk(2)
+            noise = uncond + guidance_scale * (cond - uncond)
+        latents = torch.cat(
+            [
+                s.step(
+                    noise[b : b + 1], t, latents[b : b + 1], **step_kwargs[b], return_dict=False
+                )[0]
+                for b, s in enumerate(schedulers)
+            ]
+        )
+        if on_step is not None:
+            on_step(index, total)
+
+    decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    nsfw: list[bool] = [False] * batch
+    if getattr(pipe, "safety_checker", None) is not None:
+        decoded, flags = pipe.run_safety_checker(decoded, device, text.dtype)
+        nsfw = [bool(f) for f in (flags or nsfw)]
+    images = pipe.image_processor.postprocess(
+        decoded, output_type="np", do_denormalize=[True] * batch
+    )
+    return np.asarray(images, dtype=np.float32), nsfw
+
+
+def _randn(
+    shape, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    # Noise is drawn on the CPU generator and moved, so a seed gives the same image on every device.
+    return torch.randn(shape, generator=generator, device="cpu", dtype=dtype).to(device)
+
+
+def _prepare_control_image(pipe, image, width, height, device, dtype) -> torch.Tensor:
+    processor = getattr(pipe, "control_image_processor", None)
+    if processor is None:
+        from diffusers.image_processor import VaeImageProcessor
+
+        processor = VaeImageProcessor(
+            vae_scale_factor=pipe.vae_scale_factor, do_convert_rgb=True, do_normalize=False
+        )
+    tensor = processor.preprocess(image, height=height, width=width).to(dtype=torch.float32)
+    return tensor.to(device=device, dtype=dtype)
+
+
+def _control_residuals(
+    units: Sequence[ControlUnit],
+    control_images: Sequence[torch.Tensor],
+    variants: Sequence[Variant],
+    scaled: torch.Tensor,
+    text: torch.Tensor,
+    t,
+    index: int,
+    total: int,
+    *,
+    do_cfg: bool,
+    cond_only: bool,
+    guess_mode: bool,
+    soft: bool,
+):
+    """Summed ControlNet residuals for the UNet batch, or (None, None) when no ControlNet acts."""
+    batch = len(variants)
+    rows = 2 * batch if do_cfg else batch
+    down_sum: list[torch.Tensor] | None = None
+    mid_sum: torch.Tensor | None = None
+    for k, (unit, image) in enumerate(zip(units, control_images, strict=True)):
+        scales = [
+            v.units[k].scale * control_keep(index, total, v.units[k].start, v.units[k].end)
+            for v in variants
+        ]
+        active = [b for b, s in enumerate(scales) if s != 0.0]
+        if not active:
+            continue
+        if do_cfg and not cond_only:
+            target_rows = active + [batch + b for b in active]
+        elif do_cfg:
+            target_rows = [batch + b for b in active]
+        else:
+            target_rows = active
+        sample_in = scaled[[r % batch for r in target_rows]]
+        embeds = text[target_rows]
+        cond = image.expand(len(target_rows), -1, -1, -1)
+        down, mid = unit.model(
+            sample_in,
+            t,
+            encoder_hidden_states=embeds,
+            controlnet_cond=cond,
+            conditioning_scale=1.0,
+            guess_mode=guess_mode,
+            return_dict=False,
+        )
+        factor = torch.tensor(
+            [scales[r % batch] for r in target_rows], device=mid.device, dtype=mid.dtype
+        ).view(-1, 1, 1, 1)
+        weights = soft_weights(len(down) + 1) if soft else [1.0] * (len(down) + 1)
+        residuals = [*down, mid]
+        placed = []
+        for residual, weight in zip(residuals, weights, strict=True):
+            value = residual * factor if weight == 1.0 else residual * factor * weight
+            full = torch.zeros(
+                (rows, *residual.shape[1:]), device=residual.device, dtype=residual.dtype
+            )
+            full[target_rows] = value
+            placed.append(full)
+        if down_sum is None:
+            down_sum, mid_sum = placed[:-1], placed[-1]
+        else:
+            down_sum = [a + b for a, b in zip(down_sum, placed[:-1], strict=True)]
+            mid_sum = mid_sum + placed[-1]
+    return down_sum, mid_sum
