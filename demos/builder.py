@@ -13,15 +13,24 @@ import functools
 import logging
 import math
 import random
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from controlnet_core.engine import MAX_CONDITIONING_SCALE, MAX_SEED, Engine, GenerationRequest
+from controlnet_core.engine import (
+    MAX_CONDITIONING_SCALE,
+    MAX_SEED,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    request_from_recipe,
+)
 from controlnet_core.modalities import INPUT_CANVAS, Modality, get_modality
 from controlnet_core.models import SCHEDULERS
 from controlnet_core.preprocessors import (
@@ -31,6 +40,8 @@ from controlnet_core.preprocessors import (
     WeightsUnavailableError,
     get_preprocessor,
 )
+from controlnet_core.recipes import read_recipe, recipe_for_image, save_png
+from controlnet_core.sampling import CONTROL_MODES
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +111,93 @@ def upscale_for_display(image: Image.Image) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
+def name_parameters(fn: Callable, names: Sequence[str]) -> None:
+    """Give a `*values` handler named parameters, so its API endpoint documents real names."""
+    import inspect
+
+    parameters = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names
+    ]
+    parameters.append(
+        inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())
+    )
+    fn.__signature__ = inspect.Signature(parameters)
+
+
+DEFAULT_SWEEPS = {
+    "strength": "0, 0.25, 0.5, 0.75, 1, 1.5",
+    "start": "0, 0.2, 0.4, 0.6, 0.8",
+    "end": "0.2, 0.4, 0.6, 0.8, 1",
+}
+
+
+def parse_sweep_values(text: str) -> list[float]:
+    """Comma-separated numbers; gr.Error naming the bad entry otherwise."""
+    values = []
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise gr.Error(
+                f"Sweep values must be numbers separated by commas; {part!r} is not"
+            ) from None
+    if not values:
+        raise gr.Error("Give at least one sweep value, e.g. 0, 0.5, 1")
+    return values
+
+
+def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:
+    """The control map(s) first, then each image, as PNG files that carry their recipe."""
+    folder = Path(tempfile.mkdtemp(prefix="controlnet-", dir=_output_root()))
+    items = []
+    maps = [result.control_map, *result.extra_maps]
+    for index, control in enumerate(maps):
+        path = folder / f"control_map_{index}.png"
+        upscale_for_display(control).save(path)
+        items.append((str(path), "Control map" if index == 0 else f"Control map {index + 1}"))
+    for index, image in enumerate(result.images):
+        caption = result.labels[index] if index < len(result.labels) else f"image {index + 1}"
+        if index < len(result.nsfw) and result.nsfw[index]:
+            caption += " (blocked by the safety checker)"
+        recipe = recipe_for_image(result.recipe, index)
+        if result.recipe.get("kind") in ("compare", "sweep"):
+            recipe = _variant_recipe(result.recipe, index)
+        path = folder / f"{index:02d}_seed{recipe['seed']}.png"
+        save_png(upscale_for_display(image), recipe, path)
+        items.append((str(path), caption))
+    return items
+
+
+def _variant_recipe(recipe: dict[str, Any], index: int) -> dict[str, Any]:
+    """The plain recipe that reproduces image `index` of a comparison or sweep on its own."""
+    single = recipe_for_image(recipe, index)
+    single["kind"] = "generate"
+    if recipe["kind"] == "compare" and index == 0:
+        single["conditioning_scale"] = 0.0
+        single["extra_controls"] = [
+            {**spec, "conditioning_scale": 0.0} for spec in recipe.get("extra_controls", [])
+        ]
+    elif recipe["kind"] == "sweep":
+        sweep = recipe["sweep"]
+        field_name = {
+            "strength": "conditioning_scale",
+            "start": "guidance_start",
+            "end": "guidance_end",
+        }[sweep["parameter"]]
+        single[field_name] = sweep["values"][index]
+    single.pop("sweep", None)
+    return single
+
+
+def _output_root() -> str:
+    root = Path(tempfile.gettempdir()) / "controlnet-demo-outputs"
+    root.mkdir(parents=True, exist_ok=True)
+    return str(root)
+
+
 def _param_component(spec: ParamSpec, visible: bool) -> gr.components.Component:
     common = {"label": spec.label, "info": spec.info or None, "visible": visible}
     if spec.kind == "bool":
@@ -161,6 +259,25 @@ def create_demo(
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary")
                     preview = gr.Button("Preview map")
+                with gr.Row():
+                    compare = gr.Button("Compare with plain SD")
+                    sweep = gr.Button("Sweep")
+                with gr.Row():
+                    sweep_kind = gr.Dropdown(
+                        label="Sweep",
+                        choices=[
+                            ("strength", "strength"),
+                            ("control start", "start"),
+                            ("control end", "end"),
+                        ],
+                        value="strength",
+                        scale=1,
+                    )
+                    sweep_values = gr.Textbox(
+                        label="Sweep values",
+                        value=DEFAULT_SWEEPS["strength"],
+                        scale=2,
+                    )
                 with gr.Accordion("Control", open=True):
                     preprocessor = gr.Dropdown(
                         label="Preprocessor",
@@ -200,6 +317,11 @@ def create_demo(
                     guess_mode = gr.Checkbox(
                         label="Guess mode (ControlNet recognises the content; prompt optional)",
                         value=False,
+                    )
+                    control_mode = gr.Radio(
+                        label="Control mode",
+                        choices=[(label, key) for key, label in CONTROL_MODES.items()],
+                        value="balanced",
                     )
                 with gr.Accordion("Advanced", open=False):
                     negative_prompt = gr.Textbox(
@@ -256,8 +378,19 @@ def create_demo(
                     height=520,
                     object_fit="contain",
                 )
-                with gr.Accordion("Recipe (every setting, model ids, versions)", open=False):
-                    recipe = gr.JSON(label="Recipe")
+                comparison = gr.ImageSlider(
+                    label="Plain SD ⟷ ControlNet (same seed; drag the handle)",
+                    format="png",
+                    type="pil",
+                    visible=False,
+                )
+                with gr.Accordion("Recipe: every setting, model ids, versions", open=False):
+                    recipe_file = gr.File(
+                        label="Load a recipe (a PNG made here, or its JSON) to refill this tab",
+                        file_types=[".png", ".json"],
+                        type="filepath",
+                    )
+                    recipe = gr.JSON(label="Recipe of the last result")
 
         if extra_inputs is not None:
             extra_inputs(TabInputs(modality, source, prompt, preprocessor, gallery))
@@ -279,27 +412,27 @@ def create_demo(
                 if owner == chosen
             }
 
-        @user_errors
-        def run_generate(
-            image,
-            prompt_text,
-            negative_text,
-            chosen_preprocessor,
-            detect_res,
-            strength,
-            start,
-            end,
-            guess,
-            step_count,
-            cfg,
-            seed_value,
-            randomize,
-            count,
-            res,
-            sampler,
-            *param_values,
-            progress=gr.Progress(),
-        ):
+        def build_request(values: Sequence[Any]) -> tuple[np.ndarray, GenerationRequest, int]:
+            (
+                image,
+                prompt_text,
+                negative_text,
+                chosen_preprocessor,
+                detect_res,
+                strength,
+                start,
+                end,
+                guess,
+                step_count,
+                cfg,
+                seed_value,
+                randomize,
+                count,
+                res,
+                sampler,
+                *param_values,
+                mode,
+            ) = values
             array = read_source(image)
             if randomize:
                 seed_value = random.randint(0, MAX_SEED)
@@ -322,18 +455,77 @@ def create_demo(
                 num_images=count,
                 resolution=res,
                 scheduler=sampler,
+                control_mode=mode or "balanced",
             )
+            return array, request, int(seed_value)
+
+        def report(progress):
             progress(0.0, desc="Starting…")
-            result = engine.generate(
-                request, array, progress=lambda f, text: progress(f, desc=text)
+            return lambda fraction, text: progress(fraction, desc=text)
+
+        @user_errors
+        def run_generate(*values, progress=gr.Progress()):
+            array, request, seed_used = build_request(values)
+            result = engine.generate(request, array, progress=report(progress))
+            return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
+
+        @user_errors
+        def run_compare(*values, progress=gr.Progress()):
+            array, request, seed_used = build_request(values)
+            result = engine.compare(request, array, progress=report(progress))
+            slider = (upscale_for_display(result.images[0]), upscale_for_display(result.images[1]))
+            return (
+                gallery_items(result),
+                result.recipe,
+                seed_used,
+                gr.update(value=slider, visible=True),
             )
-            items = [(upscale_for_display(result.control_map), "Control map")]
-            for index, image_out in enumerate(result.images):
-                caption = f"seed {result.recipe['seeds'][index]}"
-                if index < len(result.nsfw) and result.nsfw[index]:
-                    caption += " (blocked by the safety checker)"
-                items.append((upscale_for_display(image_out), caption))
-            return items, result.recipe, int(seed_value)
+
+        @user_errors
+        def run_sweep(*values, progress=gr.Progress()):
+            *values, kind, text = values
+            array, request, seed_used = build_request(values)
+            sweep_list = parse_sweep_values(text)
+            result = engine.sweep(request, array, kind, sweep_list, progress=report(progress))
+            return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
+
+        @user_errors
+        def run_load_recipe(path):
+            if not path:
+                return [gr.update() for _ in recipe_targets]
+            loaded = read_recipe(path)
+            if loaded.get("modality") != modality.id:
+                raise gr.Error(
+                    f"This recipe is for the {loaded.get('modality_label', loaded.get('modality'))} "
+                    f"tab; open that tab to load it."
+                )
+            request = engine.validate(request_from_recipe(loaded))
+            chosen = request.preprocessor
+            values = {
+                prompt: request.prompt,
+                negative_prompt: request.negative_prompt,
+                preprocessor: chosen,
+                detect_resolution: request.detect_resolution,
+                conditioning_scale: request.conditioning_scale,
+                guidance_start: request.guidance_start,
+                guidance_end: request.guidance_end,
+                guess_mode: request.guess_mode,
+                steps: request.steps,
+                guidance_scale: request.guidance_scale,
+                seed: request.seed,
+                randomize_seed: False,
+                num_images: request.num_images,
+                resolution: request.resolution,
+                scheduler: request.scheduler,
+                control_mode: request.control_mode,
+            }
+            updates = [gr.update(value=values[c]) for c in recipe_targets[: len(values)]]
+            for name, owner in zip(param_names, param_owners, strict=True):
+                if owner == chosen and name in request.preprocessor_params:
+                    updates.append(gr.update(value=request.preprocessor_params[name], visible=True))
+                else:
+                    updates.append(gr.update(visible=owner == chosen))
+            return updates
 
         @user_errors
         def run_preview(image, chosen_preprocessor, detect_res, res, *param_values):
@@ -378,20 +570,90 @@ def create_demo(
             resolution,
             scheduler,
             *param_components,
+            control_mode,
         ]
+        base_names = [
+            "image",
+            "prompt",
+            "negative_prompt",
+            "preprocessor",
+            "detect_resolution",
+            "conditioning_scale",
+            "guidance_start",
+            "guidance_end",
+            "guess_mode",
+            "steps",
+            "guidance_scale",
+            "seed",
+            "randomize_seed",
+            "num_images",
+            "resolution",
+            "scheduler",
+            *[f"{owner}_{name}" for owner, name in zip(param_owners, param_names, strict=True)],
+            "control_mode",
+        ]
+        name_parameters(run_generate, base_names)
+        name_parameters(run_compare, base_names)
+        name_parameters(run_sweep, [*base_names, "sweep_parameter", "sweep_values"])
+        outputs = [gallery, recipe, seed, comparison]
         generate.click(
             run_generate,
             inputs=generate_inputs,
-            outputs=[gallery, recipe, seed],
+            outputs=outputs,
             api_name=modality.id,
             concurrency_id="generate",
         )
         prompt.submit(
             run_generate,
             inputs=generate_inputs,
-            outputs=[gallery, recipe, seed],
+            outputs=outputs,
             api_visibility="private",
             concurrency_id="generate",
+        )
+        compare.click(
+            run_compare,
+            inputs=generate_inputs,
+            outputs=outputs,
+            api_name=f"{modality.id}_compare",
+            concurrency_id="generate",
+        )
+        sweep.click(
+            run_sweep,
+            inputs=[*generate_inputs, sweep_kind, sweep_values],
+            outputs=outputs,
+            api_name=f"{modality.id}_sweep",
+            concurrency_id="generate",
+        )
+        sweep_kind.change(
+            lambda kind: DEFAULT_SWEEPS[kind],
+            inputs=sweep_kind,
+            outputs=sweep_values,
+            api_visibility="private",
+        )
+        recipe_targets = [
+            prompt,
+            negative_prompt,
+            preprocessor,
+            detect_resolution,
+            conditioning_scale,
+            guidance_start,
+            guidance_end,
+            guess_mode,
+            steps,
+            guidance_scale,
+            seed,
+            randomize_seed,
+            num_images,
+            resolution,
+            scheduler,
+            control_mode,
+            *param_components,
+        ]
+        recipe_file.upload(
+            run_load_recipe,
+            inputs=recipe_file,
+            outputs=recipe_targets,
+            api_name=f"{modality.id}_load_recipe",
         )
         preview.click(
             run_preview,

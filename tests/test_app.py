@@ -44,12 +44,12 @@ def served(tmp_path_factory):
 
 
 FAST = {
-    "prompt_text": "a red square",
-    "step_count": 2,
-    "res": 64,
-    "randomize": False,
-    "seed_value": 5,
-    "count": 2,
+    "prompt": "a red square",
+    "steps": 2,
+    "resolution": 64,
+    "randomize_seed": False,
+    "seed": 5,
+    "num_images": 2,
 }
 
 
@@ -60,7 +60,7 @@ def _load(path) -> np.ndarray:
 @pytest.mark.parametrize("endpoint", ["/canny", "/scribble"])
 def test_upload_endpoints_return_map_then_images_and_recipe(served, endpoint):
     client, square = served
-    gallery, recipe, seed = client.predict(
+    gallery, recipe, seed, _ = client.predict(
         *endpoint_args(client, endpoint, handle_file(str(square)), **FAST), api_name=endpoint
     )
     assert [item["caption"] for item in gallery] == ["Control map", "seed 5", "seed 6"]
@@ -82,7 +82,7 @@ def test_sketch_endpoint_takes_a_canvas(served, tmp_path):
         "layers": [],
         "composite": handle_file(str(tmp_path / "canvas.png")),
     }
-    gallery, recipe, _ = client.predict(
+    gallery, recipe, _, _ = client.predict(
         *endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch"
     )
     control = _load(gallery[0]["image"])[..., 0]
@@ -108,7 +108,7 @@ def test_preview_map_endpoint_runs_only_the_preprocessor(served):
 
 def test_invalid_input_is_a_message_not_a_traceback(served):
     client, square = served
-    args = endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "res": 100})
+    args = endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "resolution": 100})
     with pytest.raises(Exception, match="resolution must be a multiple of 64"):
         client.predict(*args, api_name="/canny")
     with pytest.raises(Exception, match="Upload an image first"):
@@ -139,10 +139,67 @@ def test_missing_weights_message_reaches_the_page():
         demo.close()
 
 
+def test_compare_endpoint_returns_plain_and_controlled_with_recipes(served):
+    client, square = served
+    gallery, recipe, _, slider = client.predict(
+        *endpoint_args(client, "/canny_compare", handle_file(str(square)), **FAST),
+        api_name="/canny_compare",
+    )
+    assert [item["caption"] for item in gallery] == [
+        "Control map",
+        "plain SD (no ControlNet)",
+        "ControlNet (Canny)",
+    ]
+    assert recipe["kind"] == "compare" and recipe["seeds"] == [5, 5]
+    plain, controlled = (_load(item["image"]) for item in gallery[1:])
+    assert np.abs(plain.astype(int) - controlled.astype(int)).mean() > 0.5
+    assert slider["visible"] is True and len(slider["value"]) == 2
+    # Each PNG carries the recipe that makes it alone: the plain one records strength 0.
+    from controlnet_core.recipes import read_recipe
+
+    assert read_recipe(gallery[1]["image"])["conditioning_scale"] == 0.0
+    assert read_recipe(gallery[2]["image"])["conditioning_scale"] == 1.0
+
+
+def test_sweep_endpoint_labels_each_value(served):
+    client, square = served
+    args = endpoint_args(
+        client,
+        "/canny_sweep",
+        handle_file(str(square)),
+        **FAST,
+        sweep_parameter="strength",
+        sweep_values="0, 1",
+    )
+    gallery, recipe, _, _ = client.predict(*args, api_name="/canny_sweep")
+    assert [item["caption"] for item in gallery] == ["Control map", "strength 0", "strength 1"]
+    assert recipe["sweep"] == {"parameter": "strength", "values": [0.0, 1.0]}
+    bad = endpoint_args(
+        client, "/canny_sweep", handle_file(str(square)), **FAST, sweep_values="0, lots"
+    )
+    with pytest.raises(Exception, match="'lots' is not"):
+        client.predict(*bad, api_name="/canny_sweep")
+
+
+def test_load_recipe_refills_the_tab(served):
+    client, square = served
+    gallery, *_ = client.predict(
+        *endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "seed": 77}),
+        api_name="/canny",
+    )
+    values = client.predict(handle_file(gallery[1]["image"]), api_name="/canny_load_recipe")
+    values = [v["value"] if isinstance(v, dict) and "value" in v else v for v in values]
+    assert values[0] == "a red square"  # prompt
+    assert values[10] == 77 and values[11] is False  # seed, randomize off
+    with pytest.raises(Exception, match="carries no recipe"):
+        client.predict(handle_file(gallery[0]["image"]), api_name="/canny_load_recipe")
+
+
 def test_every_registry_modality_has_a_tab_and_endpoint():
     from controlnet_core.modalities import MODALITIES
 
     demo = build_app(Engine(Settings(backend="tiny")))
     names = {d.api_name for d in demo.fns.values() if d.api_name}
     for modality_id in MODALITIES:
-        assert modality_id in names and f"{modality_id}_map" in names
+        for suffix in ("", "_map", "_compare", "_sweep"):
+            assert f"{modality_id}{suffix}" in names
