@@ -37,20 +37,47 @@ def tab_factory(modality_id: str) -> Callable[[Engine], gr.Blocks]:
     return lambda engine: build_tab(modality_id, engine)
 
 
-def build_app(engine: Engine, modality_ids: Sequence[str] | None = None) -> gr.Blocks:
-    """The whole app: a header and one tab per modality (all of the registry by default)."""
+EXPLAINER = """
+**ControlNet in four sentences.** ControlNet makes a *trainable copy* of Stable Diffusion's encoder
+and middle block and feeds it the control image (edges, depth, pose…), while the original UNet stays
+*locked*. The copy's outputs are added back into the locked UNet through *zero convolutions*: 1×1
+convolutions that start at zero, so an untrained ControlNet changes nothing. That is why **strength 0
+is exactly plain Stable Diffusion**: press **Compare with plain SD** in any tab to see both images for
+the same seed, made in one batched pass, and drag the slider between them. During training about half
+of the prompts were dropped, so the ControlNet learned to recognise content from the control image
+alone: that is what **guess mode** (an empty prompt is fine) relies on.
+
+**Sliders.** *Strength* scales what the ControlNet adds; *start/end* choose the fraction of the
+denoising steps where it acts (ending early fixes the layout, then lets the prompt finish the details);
+**Sweep** renders one seed at several values side by side. *Control mode* follows the A1111 extension:
+"My prompt is more important" weakens the shallow blocks (0.825^(12−i)), "ControlNet is more
+important" also applies control to the conditional half of CFG only, so guidance amplifies it.
+"""
+
+
+def build_app(
+    engine: Engine, modality_ids: Sequence[str] | None = None, combine: bool = True
+) -> gr.Blocks:
+    """The whole app: a header, one tab per modality (all of the registry by default), Combine."""
     modality_ids = list(modality_ids or MODALITIES)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\n"
             "ControlNet steers Stable Diffusion with a control image: edges, a drawing, depth, pose… "
-            "Pick a tab, give it an image (or draw), and compare strengths."
+            "Pick a tab, give it an image (or draw), and compare with plain SD."
         )
+        with gr.Accordion("What am I looking at?", open=False):
+            gr.Markdown(EXPLAINER)
         with gr.Tabs():
             for modality_id in modality_ids:
                 modality = MODALITIES[modality_id]
                 with gr.Tab(modality.label, id=modality.id):
                     tab_factory(modality_id)(engine)
+            if combine:
+                from demos import combine as combine_tab
+
+                with gr.Tab("Combine", id="combine"):
+                    combine_tab.create_demo(engine)
     return demo
 
 

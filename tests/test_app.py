@@ -195,6 +195,37 @@ def test_load_recipe_refills_the_tab(served):
         client.predict(handle_file(gallery[0]["image"]), api_name="/canny_load_recipe")
 
 
+def test_combine_endpoint_runs_two_controlnets(served):
+    client, square = served
+    args = endpoint_args(
+        client,
+        "/combine",
+        None,
+        unit1_modality="canny",
+        unit1_image=handle_file(str(square)),
+        unit1_preprocessor="canny",
+        unit2_modality="scribble",
+        unit2_image=handle_file(str(square)),
+        unit2_preprocessor="scribble_threshold",
+        unit2_strength=0.5,
+        unit3_image=None,
+        prompt="a red square",
+        steps=2,
+        resolution=64,
+        randomize_seed=False,
+        seed=4,
+    )
+    args[0] = "canny"
+    gallery, recipe, seed, _ = client.predict(*args, api_name="/combine")
+    assert [item["caption"] for item in gallery] == ["Control map", "Control map 2", "seed 4"]
+    assert recipe["modality"] == "canny" and seed == 4
+    assert [c["modality"] for c in recipe["extra_controls"]] == ["scribble"]
+    assert recipe["extra_controls"][0]["conditioning_scale"] == 0.5
+    args[1] = None  # unit 1 without an image
+    with pytest.raises(Exception, match="ControlNet 1 needs an image"):
+        client.predict(*args, api_name="/combine")
+
+
 def test_every_registry_modality_has_a_tab_and_endpoint():
     from controlnet_core.modalities import MODALITIES
 

@@ -1,0 +1,274 @@
+"""Combine tab: several ControlNets at once (multi-ControlNet), each with its own strength and window.
+
+Unit 1 is required; units 2 and 3 join when they have an image. All maps are made at the first unit's
+size. Endpoints: `/combine` (generate) and `/combine_compare` (the same against plain SD).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from controlnet_core.engine import (
+    MAX_CONDITIONING_SCALE,
+    MAX_SEED,
+    ControlSpec,
+    Engine,
+    GenerationRequest,
+)
+from controlnet_core.modalities import INPUT_IMAGE, MODALITIES, get_modality
+from controlnet_core.models import SCHEDULERS
+from controlnet_core.preprocessors import get_preprocessor
+from controlnet_core.sampling import CONTROL_MODES
+from demos.builder import gallery_items, name_parameters, upscale_for_display, user_errors
+
+UNITS = 3
+DEFAULT_UNITS = ("pose", "depth", "canny")
+
+
+@dataclass
+class _Unit:
+    modality: gr.Dropdown
+    image: gr.Image
+    preprocessor: gr.Dropdown
+    strength: gr.Slider
+    start: gr.Slider
+    end: gr.Slider
+
+
+def _upload_modalities() -> list[tuple[str, str]]:
+    return [(m.label, m.id) for m in MODALITIES.values() if m.input_kind == INPUT_IMAGE]
+
+
+def _preprocessor_choices(modality_id: str) -> list[tuple[str, str]]:
+    return [(get_preprocessor(p).label, p) for p in get_modality(modality_id).preprocessors]
+
+
+def create_demo(engine: Engine) -> gr.Blocks:
+    defaults = engine.ui_defaults()
+    settings = engine.settings
+    choices = _upload_modalities()
+    available = {value for _, value in choices}
+    with gr.Blocks() as demo:
+        gr.Markdown(
+            "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
+            "strength and start/end; their residuals add up inside the UNet."
+        )
+        units: list[_Unit] = []
+        with gr.Row():
+            for index in range(UNITS):
+                wanted = DEFAULT_UNITS[index]
+                modality_id = wanted if wanted in available else choices[index % len(choices)][1]
+                with gr.Column(min_width=240):
+                    label = "required" if index == 0 else "optional: used when it has an image"
+                    gr.Markdown(f"**ControlNet {index + 1}** ({label})")
+                    modality = gr.Dropdown(label="Modality", choices=choices, value=modality_id)
+                    image = gr.Image(label="Image or control map", type="numpy", height=220)
+                    preprocessor = gr.Dropdown(
+                        label="Preprocessor",
+                        choices=_preprocessor_choices(modality_id),
+                        value=get_modality(modality_id).default_preprocessor,
+                        # Choices follow the modality in the page; the engine validates the pair.
+                        allow_custom_value=True,
+                    )
+                    strength = gr.Slider(
+                        label="Strength",
+                        minimum=0.0,
+                        maximum=MAX_CONDITIONING_SCALE,
+                        step=0.05,
+                        value=1.0 if index == 0 else 0.7,
+                    )
+                    with gr.Row():
+                        start = gr.Slider(
+                            label="Start", minimum=0.0, maximum=1.0, step=0.01, value=0.0
+                        )
+                        end = gr.Slider(label="End", minimum=0.0, maximum=1.0, step=0.01, value=1.0)
+                units.append(_Unit(modality, image, preprocessor, strength, start, end))
+                modality.change(
+                    lambda m: gr.update(
+                        choices=_preprocessor_choices(m), value=get_modality(m).default_preprocessor
+                    ),
+                    inputs=modality,
+                    outputs=preprocessor,
+                    api_visibility="private",
+                )
+        with gr.Row():
+            with gr.Column():
+                prompt = gr.Textbox(
+                    label="Prompt", value=defaults.prompt or "a dancer on a stage, best quality"
+                )
+                negative_prompt = gr.Textbox(
+                    label="Negative prompt", value="lowres, bad anatomy, worst quality, low quality"
+                )
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary")
+                    compare = gr.Button("Compare with plain SD")
+                with gr.Accordion("Settings", open=False):
+                    control_mode = gr.Radio(
+                        label="Control mode",
+                        choices=[(label, key) for key, label in CONTROL_MODES.items()],
+                        value="balanced",
+                    )
+                    guess_mode = gr.Checkbox(label="Guess mode", value=False)
+                    steps = gr.Slider(
+                        label="Steps",
+                        minimum=1,
+                        maximum=settings.max_steps,
+                        step=1,
+                        value=defaults.steps,
+                    )
+                    guidance_scale = gr.Slider(
+                        label="Guidance scale (CFG)", minimum=0.0, maximum=30.0, step=0.1, value=7.5
+                    )
+                    with gr.Row():
+                        seed = gr.Number(
+                            label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED
+                        )
+                        randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
+                    resolution = gr.Slider(
+                        label="Resolution (short side)",
+                        minimum=64,
+                        maximum=settings.max_resolution,
+                        step=64,
+                        value=defaults.resolution,
+                    )
+                    scheduler = gr.Dropdown(
+                        label="Sampler", choices=list(SCHEDULERS), value="UniPC"
+                    )
+            with gr.Column():
+                gallery = gr.Gallery(
+                    label="Control maps, then results", format="png", columns=3, height=420
+                )
+                slider = gr.ImageSlider(
+                    label="Plain SD ⟷ ControlNets", format="png", type="pil", visible=False
+                )
+                with gr.Accordion("Recipe", open=False):
+                    recipe = gr.JSON(label="Recipe of the last result")
+
+        unit_inputs = [
+            c
+            for u in units
+            for c in (u.modality, u.image, u.preprocessor, u.strength, u.start, u.end)
+        ]
+        common_inputs = [
+            prompt,
+            negative_prompt,
+            control_mode,
+            guess_mode,
+            steps,
+            guidance_scale,
+            seed,
+            randomize_seed,
+            resolution,
+            scheduler,
+        ]
+        names = [
+            f"unit{i + 1}_{field}"
+            for i in range(UNITS)
+            for field in ("modality", "image", "preprocessor", "strength", "start", "end")
+        ] + [
+            "prompt",
+            "negative_prompt",
+            "control_mode",
+            "guess_mode",
+            "steps",
+            "guidance_scale",
+            "seed",
+            "randomize_seed",
+            "resolution",
+            "scheduler",
+        ]
+
+        def build(values: list[Any]):
+            unit_values = [values[i * 6 : (i + 1) * 6] for i in range(UNITS)]
+            (text, negative, mode, guess, count, cfg, seed_value, randomize, res, sampler) = values[
+                UNITS * 6 :
+            ]
+            first = unit_values[0]
+            if first[1] is None:
+                raise gr.Error("ControlNet 1 needs an image.")
+            extras, extra_images = [], []
+            for modality_id, image, chosen, strength, start, end in unit_values[1:]:
+                if image is None:
+                    continue
+                extras.append(
+                    ControlSpec(
+                        modality=modality_id,
+                        preprocessor=chosen,
+                        conditioning_scale=strength,
+                        guidance_start=start,
+                        guidance_end=end,
+                    )
+                )
+                extra_images.append(image)
+            if randomize:
+                seed_value = random.randint(0, MAX_SEED)
+            if seed_value is None:
+                raise gr.Error("seed must be a whole number between 0 and 4294967295")
+            request = GenerationRequest(
+                modality=first[0],
+                prompt=text or "",
+                negative_prompt=negative or "",
+                preprocessor=first[2],
+                conditioning_scale=first[3],
+                guidance_start=first[4],
+                guidance_end=first[5],
+                guess_mode=guess,
+                steps=count,
+                guidance_scale=cfg,
+                seed=seed_value,
+                resolution=res,
+                scheduler=sampler,
+                control_mode=mode or "balanced",
+                extra_controls=tuple(extras),
+            )
+            return first[1], request, extra_images, int(seed_value)
+
+        def report(progress):
+            return lambda fraction, text: progress(fraction, desc=text)
+
+        @user_errors
+        def run_generate(*values, progress=gr.Progress()):
+            image, request, extra_images, seed_used = build(list(values))
+            result = engine.generate(request, image, report(progress), extra_images)
+            return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
+
+        @user_errors
+        def run_compare(*values, progress=gr.Progress()):
+            image, request, extra_images, seed_used = build(list(values))
+            result = engine.compare(request, image, report(progress), extra_images)
+            pair = (upscale_for_display(result.images[0]), upscale_for_display(result.images[1]))
+            return (
+                gallery_items(result),
+                result.recipe,
+                seed_used,
+                gr.update(value=pair, visible=True),
+            )
+
+        name_parameters(run_generate, names)
+        name_parameters(run_compare, names)
+        outputs = [gallery, recipe, seed, slider]
+        generate.click(
+            run_generate,
+            inputs=[*unit_inputs, *common_inputs],
+            outputs=outputs,
+            api_name="combine",
+            concurrency_id="generate",
+        )
+        compare.click(
+            run_compare,
+            inputs=[*unit_inputs, *common_inputs],
+            outputs=outputs,
+            api_name="combine_compare",
+            concurrency_id="generate",
+        )
+    return demo
+
+
+if __name__ == "__main__":
+    from demos.launch import launch_single
+
+    launch_single(create_demo)
