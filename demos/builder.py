@@ -374,7 +374,7 @@ def create_demo(
                 gallery = gr.Gallery(
                     label="Control map, then results",
                     format="png",
-                    columns=2,
+                    columns=3,
                     height=520,
                     object_fit="contain",
                 )

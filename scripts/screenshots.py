@@ -105,7 +105,25 @@ def shot_sketch(page, out: Path) -> None:
     page.screenshot(path=str(out / "sketch.png"), full_page=True)
 
 
-SHOTS: dict[str, Callable] = {"main": shot_main, "sketch": shot_sketch}
+def shot_compare(page, out: Path) -> None:
+    """The Canny tab after "Compare with plain SD": gallery and the before/after slider."""
+    from demos.examples import shapes_drawing
+
+    open_tab(page, "Canny")
+    panel = visible_panel(page)
+    panel.locator("input[type=file]").first.set_input_files(shapes_drawing("star_circle", True))
+    page.wait_for_timeout(1500)
+    panel.get_by_role("button", name="Compare with plain SD", exact=True).click()
+    page.wait_for_function(
+        "document.querySelectorAll('[role=tabpanel]:not([hidden]) .gallery-item img, "
+        "[role=tabpanel]:not([hidden]) button.thumbnail-item img').length >= 3",
+        timeout=180_000,
+    )
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(out / "compare.png"), full_page=True)
+
+
+SHOTS: dict[str, Callable] = {"main": shot_main, "sketch": shot_sketch, "compare": shot_compare}
 
 
 def main() -> None:
