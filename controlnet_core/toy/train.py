@@ -1,7 +1,8 @@
 """Train the toy Stable Diffusion and toy ControlNets from a fixed seed on 2 CPU cores.
 
 Stages, as in the ControlNet paper scaled down:
-1. autoencoder (L1 + image-gradient loss + a tiny KL term) on 32×32 crops of the synthetic images;
+1. autoencoder (L1 + image-gradient loss + a tiny KL term) on 32×32 crops of the synthetic images,
+   then its decoder alone sharpened with the encoder (so the latent space) frozen;
 2. UNet + text encoder on the precomputed latents (epsilon prediction, SD1.5 noise schedule,
    10 % of captions dropped so classifier-free guidance works, min-SNR loss weighting, EMA);
 3. ControlNets (``ControlNetModel.from_unet``: a trainable copy of the encoder joined by zero
@@ -36,15 +37,18 @@ class TrainConfig:
     """Everything that determines the trained weights (together with the code)."""
 
     seed: int = 0
-    samples: int = 20000
+    samples: int = 12000
     batch_size: int = 32
-    ae_steps: int = 1000
+    ae_steps: int = 1500
+    ae_batch_size: int = 16
     ae_lr: float = 2e-3
     ae_crop: int = 32
-    unet_steps: int = 3000
+    decoder_steps: int = 1200
+    decoder_lr: float = 1e-3
+    unet_steps: int = 2500
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
-    edges_steps: int = 2000
+    edges_steps: int = 1600
     regions_steps: int = 0
     controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
@@ -58,6 +62,8 @@ SMOKE = {
     "samples": 48,
     "batch_size": 8,
     "ae_steps": 2,
+    "ae_batch_size": 4,
+    "decoder_steps": 2,
     "unet_steps": 2,
     "edges_steps": 2,
     "regions_steps": 2,
@@ -131,7 +137,7 @@ def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger):
     for step in range(cfg.ae_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.ae_lr * _lr_factor(step, cfg.ae_steps, warmup=min(50, cfg.ae_steps))
-        idx = rng.integers(len(images), size=cfg.batch_size)
+        idx = rng.integers(len(images), size=cfg.ae_batch_size)
         oy, ox = rng.integers(0, size - cfg.ae_crop + 1, size=2)
         x = _to_unit(images[idx, oy : oy + cfg.ae_crop, ox : ox + cfg.ae_crop])
         posterior = vae.encode(x).latent_dist
@@ -153,6 +159,48 @@ def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger):
                 grad=grad.item(),
                 kl=kl.item(),
             )
+    return vae.eval().requires_grad_(False)
+
+
+def finetune_decoder(cfg: TrainConfig, vae, images: np.ndarray, logger: Logger):
+    """Stage 1b: sharpen the decoder with the encoder frozen (as SD's ft-MSE VAE decoder was).
+
+    The latent space does not move, so the UNet and ControlNets trained on it stay valid. Latents
+    are cropped to 8×8 (32×32 pixels) to keep steps cheap; the gradient loss weighs more here
+    because corners and thin outlines are what the first stage blurred.
+    """
+    torch.manual_seed(cfg.seed + 5)
+    rng = np.random.default_rng([cfg.seed, 5])
+    vae.requires_grad_(False)
+    decoder_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in decoder_params:
+        p.requires_grad_(True)
+    vae.decoder.train()
+    opt = torch.optim.AdamW(decoder_params, lr=cfg.decoder_lr, weight_decay=0.0)
+    factor = images.shape[1] // 16  # pixels per latent cell
+    crop = cfg.ae_crop // factor
+    for step in range(cfg.decoder_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.decoder_lr * _lr_factor(
+                step, cfg.decoder_steps, warmup=min(50, cfg.decoder_steps)
+            )
+        idx = rng.integers(len(images), size=cfg.ae_batch_size)
+        x = _to_unit(images[idx])
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        oy, ox = rng.integers(0, z.shape[-1] - crop + 1, size=2)
+        z = z[..., oy : oy + crop, ox : ox + crop]
+        x = x[..., oy * factor : (oy + crop) * factor, ox * factor : (ox + crop) * factor]
+        recon = vae.decode(z).sample
+        l1 = (recon - x).abs().mean()
+        grad = _gradient_l1(recon, x)
+        loss = l1 + 2 * grad
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder_params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.decoder_steps - 1:
+            logger.log(stage="decoder", step=step, loss=loss.item(), l1=l1.item(), grad=grad.item())
     return vae.eval().requires_grad_(False)
 
 
@@ -294,7 +342,7 @@ def train_controlnet(
 def train(
     cfg: TrainConfig,
     out: pathlib.Path,
-    stages: tuple[str, ...] = ("ae", "unet", "edges", "regions"),
+    stages: tuple[str, ...] = ("ae", "decoder", "unet", "edges", "regions"),
 ) -> dict:
     """Run the requested stages into ``out`` and return per-stage wall times in seconds.
 
@@ -303,7 +351,9 @@ def train(
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-    torch.set_num_threads(int(os.environ.get("TOY_TRAIN_THREADS", "2")))
+    # One thread by default: on a shared 2-core machine two threads stall each other's barriers
+    # whenever another process runs (measured 4-8× slower steps); set TOY_TRAIN_THREADS=2 when idle.
+    torch.set_num_threads(int(os.environ.get("TOY_TRAIN_THREADS", "1")))
     torch.use_deterministic_algorithms(True, warn_only=True)
     out.mkdir(parents=True, exist_ok=True)
     logger = Logger(out / "train_log.jsonl")
@@ -324,19 +374,31 @@ def train(
     else:
         vae = AutoencoderKL.from_pretrained(base / "vae").eval().requires_grad_(False)
 
-    t0 = time.time()
-    latents = encode_latents(vae, data["image"])
-    if "ae" in stages:
-        # SD convention: latents * scaling_factor have unit variance.
-        vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    diffusion_stages = {"unet", "edges", "regions"} & set(stages)
+    latents = None
+    if "ae" in stages or diffusion_stages:
+        t0 = time.time()
+        latents = encode_latents(vae, data["image"])
+        if "ae" in stages:
+            # SD convention: latents * scaling_factor have unit variance.
+            vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+            vae.save_pretrained(base / "vae", safe_serialization=True)
+        latents = latents * vae.config.scaling_factor
+        times["encode_latents"] = time.time() - t0
+        logger.log(
+            stage="latents",
+            scaling_factor=vae.config.scaling_factor,
+            seconds=round(times["encode_latents"], 1),
+        )
+    if "decoder" in stages:
+        t0 = time.time()
+        vae = finetune_decoder(cfg, vae, data["image"], logger)
         vae.save_pretrained(base / "vae", safe_serialization=True)
-    latents = latents * vae.config.scaling_factor
-    times["encode_latents"] = time.time() - t0
-    logger.log(
-        stage="latents",
-        scaling_factor=vae.config.scaling_factor,
-        seconds=round(times["encode_latents"], 1),
-    )
+        times["decoder"] = time.time() - t0
+    if not diffusion_stages:
+        times["total"] = sum(times.values())
+        logger.log(stage="done", **{k: round(v, 1) for k, v in times.items()})
+        return times
 
     input_ids = _tokenize(tokenizer, data["caption"])
     empty_ids = _tokenize(tokenizer, [""])[0]
@@ -394,8 +456,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a few steps on a tiny dataset (CI)")
     parser.add_argument(
         "--stages",
-        default="ae,unet,edges,regions",
-        help="comma-separated subset of ae,unet,edges,regions",
+        default="ae,decoder,unet,edges,regions",
+        help="comma-separated subset of ae,decoder,unet,edges,regions",
     )
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(
@@ -408,7 +470,11 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None:
             setattr(cfg, field.name, value)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    times = train(cfg, args.out, tuple(s.strip() for s in args.stages.split(",") if s.strip()))
+    threads = torch.get_num_threads()
+    try:
+        times = train(cfg, args.out, tuple(s.strip() for s in args.stages.split(",") if s.strip()))
+    finally:
+        torch.set_num_threads(threads)  # main() also runs in-process from the tests
     print(json.dumps({k: round(v, 1) for k, v in times.items()}))
 
 
