@@ -82,6 +82,15 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def on_gpu(fn: Callable) -> Callable:
+    """Hold a GPU for the call on Hugging Face ZeroGPU Spaces; `spaces.GPU` is a no-op elsewhere."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
+
+
 def canvas_to_image(value: Any) -> np.ndarray:
     """The drawing of a gr.Sketchpad value as RGB on white; gr.Error when nothing was drawn."""
     if isinstance(value, dict):
@@ -464,12 +473,14 @@ def create_demo(
             return lambda fraction, text: progress(fraction, desc=text)
 
         @user_errors
+        @on_gpu
         def run_generate(*values, progress=gr.Progress()):
             array, request, seed_used = build_request(values)
             result = engine.generate(request, array, progress=report(progress))
             return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
 
         @user_errors
+        @on_gpu
         def run_compare(*values, progress=gr.Progress()):
             array, request, seed_used = build_request(values)
             result = engine.compare(request, array, progress=report(progress))
@@ -482,6 +493,7 @@ def create_demo(
             )
 
         @user_errors
+        @on_gpu
         def run_sweep(*values, progress=gr.Progress()):
             *values, kind, text = values
             array, request, seed_used = build_request(values)

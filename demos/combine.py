@@ -23,7 +23,13 @@ from controlnet_core.modalities import INPUT_IMAGE, MODALITIES, get_modality
 from controlnet_core.models import SCHEDULERS
 from controlnet_core.preprocessors import get_preprocessor
 from controlnet_core.sampling import CONTROL_MODES
-from demos.builder import gallery_items, name_parameters, upscale_for_display, user_errors
+from demos.builder import (
+    gallery_items,
+    name_parameters,
+    on_gpu,
+    upscale_for_display,
+    user_errors,
+)
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
@@ -231,12 +237,14 @@ def create_demo(engine: Engine) -> gr.Blocks:
             return lambda fraction, text: progress(fraction, desc=text)
 
         @user_errors
+        @on_gpu
         def run_generate(*values, progress=gr.Progress()):
             image, request, extra_images, seed_used = build(list(values))
             result = engine.generate(request, image, report(progress), extra_images)
             return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
 
         @user_errors
+        @on_gpu
         def run_compare(*values, progress=gr.Progress()):
             image, request, extra_images, seed_used = build(list(values))
             result = engine.compare(request, image, report(progress), extra_images)
