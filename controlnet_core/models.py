@@ -105,7 +105,9 @@ def _from_pretrained_local_first(loader: Callable, source: str, **kwargs):
         return loader(source, **kwargs)
     try:
         return loader(source, local_files_only=True, **kwargs)
-    except Exception:  # not cached (yet): fall through to the network
+    except Exception:  # not cached (yet): the network, unless it is plainly unreachable
+        if not _hub_reachable(timeout=3.0):
+            raise
         return loader(source, **kwargs)
 
 

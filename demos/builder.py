@@ -82,6 +82,17 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def tab_container():
+    """A `gr.Blocks` when a tab runs alone, a `gr.Column` inside the app.
+
+    A nested `gr.Blocks` builds a whole server app of its own: with a dozen tabs that made start-up
+    several seconds slower for nothing.
+    """
+    from gradio.context import get_blocks_context
+
+    return gr.Column() if get_blocks_context() is not None else gr.Blocks()
+
+
 def on_gpu(fn: Callable) -> Callable:
     """Hold a GPU for the call on Hugging Face ZeroGPU Spaces; `spaces.GPU` is a no-op elsewhere."""
     try:
@@ -240,7 +251,7 @@ def create_demo(
     param_specs = _collect_params(modality)
     default_pre = modality.default_preprocessor
 
-    with gr.Blocks() as demo:
+    with tab_container() as demo:
         gr.Markdown(f"**{modality.label}** — {modality.description}")
         with gr.Row():
             with gr.Column(scale=1):

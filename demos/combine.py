@@ -27,6 +27,7 @@ from demos.builder import (
     gallery_items,
     name_parameters,
     on_gpu,
+    tab_container,
     upscale_for_display,
     user_errors,
 )
@@ -58,7 +59,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
     settings = engine.settings
     choices = _upload_modalities()
     available = {value for _, value in choices}
-    with gr.Blocks() as demo:
+    with tab_container() as demo:
         gr.Markdown(
             "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
             "strength and start/end; their residuals add up inside the UNet."
