@@ -185,18 +185,7 @@ class Engine:
         from controlnet_core.sampling import CONTROL_MODES
 
         s = self.settings
-        main = _validate_control(
-            ControlSpec(
-                modality=request.modality,
-                preprocessor=request.preprocessor,
-                preprocessor_params=request.preprocessor_params,
-                detect_resolution=request.detect_resolution,
-                conditioning_scale=request.conditioning_scale,
-                guidance_start=request.guidance_start,
-                guidance_end=request.guidance_end,
-            ),
-            prefix="",
-        )
+        main = _validate_control(_main_spec(request), prefix="")
         extra = tuple(request.extra_controls or ())
         if len(extra) > MAX_EXTRA_CONTROLS:
             raise ValueError(

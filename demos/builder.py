@@ -575,49 +575,36 @@ def create_demo(
             outputs=[detect_resolution, *param_components],
             api_visibility="private",
         )
-        generate_inputs = [
-            source,
-            prompt,
-            negative_prompt,
-            preprocessor,
-            detect_resolution,
-            conditioning_scale,
-            guidance_start,
-            guidance_end,
-            guess_mode,
-            steps,
-            guidance_scale,
-            seed,
-            randomize_seed,
-            num_images,
-            resolution,
-            scheduler,
-            *param_components,
-            control_mode,
-        ]
-        base_names = [
-            "image",
-            "prompt",
-            "negative_prompt",
-            "preprocessor",
-            "detect_resolution",
-            "conditioning_scale",
-            "guidance_start",
-            "guidance_end",
-            "guess_mode",
-            "steps",
-            "guidance_scale",
-            "seed",
-            "randomize_seed",
-            "num_images",
-            "resolution",
-            "scheduler",
-            *[f"{owner}_{name}" for owner, name in zip(param_owners, param_names, strict=True)],
-            "control_mode",
-        ]
-        name_parameters(run_generate, base_names)
-        name_parameters(run_compare, base_names)
-        name_parameters(run_sweep, [*base_names, "sweep_parameter", "sweep_values"])
+        # Endpoint parameters, in order, with the names the API shows (new ones go at the end).
+        api_fields = {
+            "image": source,
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "preprocessor": preprocessor,
+            "detect_resolution": detect_resolution,
+            "conditioning_scale": conditioning_scale,
+            "guidance_start": guidance_start,
+            "guidance_end": guidance_end,
+            "guess_mode": guess_mode,
+            "steps": steps,
+            "guidance_scale": guidance_scale,
+            "seed": seed,
+            "randomize_seed": randomize_seed,
+            "num_images": num_images,
+            "resolution": resolution,
+            "scheduler": scheduler,
+            **{
+                f"{owner}_{name}": component
+                for owner, name, component in zip(
+                    param_owners, param_names, param_components, strict=True
+                )
+            },
+            "control_mode": control_mode,
+        }
+        generate_inputs = list(api_fields.values())
+        name_parameters(run_generate, list(api_fields))
+        name_parameters(run_compare, list(api_fields))
+        name_parameters(run_sweep, [*api_fields, "sweep_parameter", "sweep_values"])
         outputs = [gallery, recipe, seed, comparison]
         generate.click(
             run_generate,
@@ -653,25 +640,10 @@ def create_demo(
             outputs=sweep_values,
             api_visibility="private",
         )
+        # What a loaded recipe refills: the settings, then the preprocessor parameters.
         recipe_targets = [
-            prompt,
-            negative_prompt,
-            preprocessor,
-            detect_resolution,
-            conditioning_scale,
-            guidance_start,
-            guidance_end,
-            guess_mode,
-            steps,
-            guidance_scale,
-            seed,
-            randomize_seed,
-            num_images,
-            resolution,
-            scheduler,
-            control_mode,
-            *param_components,
-        ]
+            c for c in api_fields.values() if c is not source and c not in param_components
+        ] + list(param_components)
         recipe_file.upload(
             run_load_recipe,
             inputs=recipe_file,
