@@ -82,6 +82,55 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+@dataclass
+class SamplingControls:
+    """The sampling settings every tab shows (see `sampling_controls`)."""
+
+    steps: gr.Slider
+    guidance_scale: gr.Slider
+    seed: gr.Number
+    randomize_seed: gr.Checkbox
+    num_images: gr.Slider | None
+    resolution: gr.Slider
+    scheduler: gr.Dropdown
+
+
+def sampling_controls(engine: Engine, with_num_images: bool) -> SamplingControls:
+    """Steps, CFG, seed (+ randomize), number of images, resolution and sampler, in the context."""
+    defaults = engine.ui_defaults()
+    steps = gr.Slider(
+        label="Steps", minimum=1, maximum=settings.max_steps, step=1, value=defaults.steps
+    )
+    guidance_scale = gr.Slider(
+        label="Guidance scale (CFG)",
+        minimum=0.0,
+        maximum=30.0,
+        step=0.1,
+        value=defaults.guidance_scale,
+    )
+    with gr.Row():
+        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+        randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
+    num_images = None
+    if with_num_images:
+        num_images = gr.Slider(
+            label="Number of images", minimum=1, maximum=settings.max_images, step=1, value=1
+        )
+    resolution = gr.Slider(
+        label="Resolution (short side)",
+        minimum=64,
+        maximum=settings.max_resolution,
+        step=64,
+        value=defaults.resolution,
+    )
+    scheduler = gr.Dropdown(
+        label="Sampler", choices=list(SCHEDULERS), value=_default_scheduler(settings)
+    )
+    return SamplingControls(
+        steps, guidance_scale, seed, randomize_seed, num_images, resolution, scheduler
+    )
+
+
 def tab_container():
     """A `gr.Blocks` when a tab runs alone, a `gr.Column` inside the app.
 
@@ -247,7 +296,6 @@ def create_demo(
     """The tab of one modality. `extra_inputs` may add tab-specific controls (e.g. pose presets)."""
     modality = get_modality(modality_id)
     defaults = engine.ui_defaults()
-    settings = engine.settings
     param_specs = _collect_params(modality)
     default_pre = modality.default_preprocessor
 
@@ -349,44 +397,11 @@ def create_demo(
                         value="lowres, bad anatomy, worst quality, low quality",
                         max_length=2000,
                     )
-                    steps = gr.Slider(
-                        label="Steps",
-                        minimum=1,
-                        maximum=settings.max_steps,
-                        step=1,
-                        value=defaults.steps,
-                    )
-                    guidance_scale = gr.Slider(
-                        label="Guidance scale (CFG)",
-                        minimum=0.0,
-                        maximum=30.0,
-                        step=0.1,
-                        value=defaults.guidance_scale,
-                    )
-                    with gr.Row():
-                        seed = gr.Number(
-                            label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED
-                        )
-                        randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
-                    num_images = gr.Slider(
-                        label="Number of images",
-                        minimum=1,
-                        maximum=settings.max_images,
-                        step=1,
-                        value=1,
-                    )
-                    resolution = gr.Slider(
-                        label="Resolution (short side)",
-                        minimum=64,
-                        maximum=settings.max_resolution,
-                        step=64,
-                        value=defaults.resolution,
-                    )
-                    scheduler = gr.Dropdown(
-                        label="Sampler",
-                        choices=list(SCHEDULERS),
-                        value=_default_scheduler(settings),
-                    )
+                    sampling = sampling_controls(engine, with_num_images=True)
+                    steps, guidance_scale = sampling.steps, sampling.guidance_scale
+                    seed, randomize_seed = sampling.seed, sampling.randomize_seed
+                    num_images, resolution = sampling.num_images, sampling.resolution
+                    scheduler = sampling.scheduler
             with gr.Column(scale=1):
                 note = engine.backend_note()
                 if note:

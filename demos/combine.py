@@ -20,13 +20,13 @@ from controlnet_core.engine import (
     GenerationRequest,
 )
 from controlnet_core.modalities import INPUT_IMAGE, MODALITIES, get_modality
-from controlnet_core.models import SCHEDULERS
 from controlnet_core.preprocessors import get_preprocessor
 from controlnet_core.sampling import CONTROL_MODES
 from demos.builder import (
     gallery_items,
     name_parameters,
     on_gpu,
+    sampling_controls,
     tab_container,
     upscale_for_display,
     user_errors,
@@ -56,7 +56,6 @@ def _preprocessor_choices(modality_id: str) -> list[tuple[str, str]]:
 
 def create_demo(engine: Engine) -> gr.Blocks:
     defaults = engine.ui_defaults()
-    settings = engine.settings
     choices = _upload_modalities()
     available = {value for _, value in choices}
     with tab_container() as demo:
@@ -120,31 +119,10 @@ def create_demo(engine: Engine) -> gr.Blocks:
                         value="balanced",
                     )
                     guess_mode = gr.Checkbox(label="Guess mode", value=False)
-                    steps = gr.Slider(
-                        label="Steps",
-                        minimum=1,
-                        maximum=settings.max_steps,
-                        step=1,
-                        value=defaults.steps,
-                    )
-                    guidance_scale = gr.Slider(
-                        label="Guidance scale (CFG)", minimum=0.0, maximum=30.0, step=0.1, value=7.5
-                    )
-                    with gr.Row():
-                        seed = gr.Number(
-                            label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED
-                        )
-                        randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
-                    resolution = gr.Slider(
-                        label="Resolution (short side)",
-                        minimum=64,
-                        maximum=settings.max_resolution,
-                        step=64,
-                        value=defaults.resolution,
-                    )
-                    scheduler = gr.Dropdown(
-                        label="Sampler", choices=list(SCHEDULERS), value="UniPC"
-                    )
+                    sampling = sampling_controls(engine, with_num_images=False)
+                    steps, guidance_scale = sampling.steps, sampling.guidance_scale
+                    seed, randomize_seed = sampling.seed, sampling.randomize_seed
+                    resolution, scheduler = sampling.resolution, sampling.scheduler
             with gr.Column():
                 gallery = gr.Gallery(
                     label="Control maps, then results", format="png", columns=3, height=420
