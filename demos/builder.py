@@ -98,6 +98,7 @@ class SamplingControls:
 def sampling_controls(engine: Engine, with_num_images: bool) -> SamplingControls:
     """Steps, CFG, seed (+ randomize), number of images, resolution and sampler, in the context."""
     defaults = engine.ui_defaults()
+    settings = engine.settings
     steps = gr.Slider(
         label="Steps", minimum=1, maximum=settings.max_steps, step=1, value=defaults.steps
     )
