@@ -3,7 +3,7 @@
     python scripts/screenshots_tabs.py [--backend tiny|toy] [--out docs/screenshots] [--only pose ...]
 
 Reuses scripts/screenshots.py (starting the app, headless Chromium through Playwright) and adds the
-pose-preset and segmentation-painting journeys; the sketch shot is that script's.
+pose-preset, segmentation-painting and sketch journeys (drawing inside the editor's picture).
 """
 
 from __future__ import annotations
@@ -55,20 +55,7 @@ def shot_seg(page, out: Path) -> None:
     """Segmentation tab: a landscape painted with named ADE20K classes, used as the map, generated."""
     base.open_tab(page, "Segmentation")
     panel = base.visible_panel(page)
-    canvases = panel.locator("canvas")
-    sizes = [canvases.nth(i).bounding_box() for i in range(canvases.count())]
-    largest = max(range(len(sizes)), key=lambda i: sizes[i]["width"] * sizes[i]["height"])
-    canvases.nth(largest).scroll_into_view_if_needed()  # mouse events need it in the viewport
-    page.wait_for_timeout(300)
-    full = canvases.nth(largest).bounding_box()
-    # The picture is a square in the middle of the canvas element, shown at the editor's zoom.
-    side = min(full["height"], full["width"]) * 0.85
-    box = {
-        "x": full["x"] + (full["width"] - side) / 2,
-        "y": full["y"] + (full["height"] - side) / 2,
-        "width": side,
-        "height": side,
-    }
+    box = _picture_box(page, panel)
     panel.get_by_role("button", name="Brush", exact=True).click()
     grass, mountain, water, tree = (
         "rgb(4, 250, 7)",
@@ -101,7 +88,58 @@ def shot_seg(page, out: Path) -> None:
     page.screenshot(path=str(out / "seg.png"), full_page=True)
 
 
-SHOTS: dict[str, Callable] = {"pose": shot_pose, "seg": shot_seg, "sketch": base.shot_sketch}
+def _picture_box(page, panel) -> dict:
+    """Viewport box of the picture inside the panel's drawing canvas (scrolled into view)."""
+    canvases = panel.locator("canvas")
+    sizes = [canvases.nth(i).bounding_box() for i in range(canvases.count())]
+    largest = max(range(len(sizes)), key=lambda i: sizes[i]["width"] * sizes[i]["height"])
+    canvases.nth(largest).scroll_into_view_if_needed()  # mouse events need it in the viewport
+    page.wait_for_timeout(300)
+    full = canvases.nth(largest).bounding_box()
+    side = min(full["height"], full["width"]) * 0.85
+    return {
+        "x": full["x"] + (full["width"] - side) / 2,
+        "y": full["y"] + (full["height"] - side) / 2,
+        "width": side,
+        "height": side,
+    }
+
+
+def shot_sketch(page, out: Path) -> None:
+    """Sketch tab: a house and a sun drawn with the mouse, then generated."""
+    import math
+
+    base.open_tab(page, "Sketch")
+    panel = base.visible_panel(page)
+    box = _picture_box(page, panel)
+    panel.get_by_role("button", name="Brush", exact=True).click()
+    page.keyboard.press("Escape")
+
+    def line(points):
+        page.mouse.move(
+            box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"]
+        )
+        page.mouse.down()
+        for x, y in points[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=10)
+        page.mouse.up()
+
+    line([(0.2, 0.85), (0.2, 0.5), (0.6, 0.5), (0.6, 0.85), (0.2, 0.85)])  # walls
+    line([(0.15, 0.52), (0.4, 0.28), (0.65, 0.52)])  # roof
+    line([(0.35, 0.85), (0.35, 0.68), (0.45, 0.68), (0.45, 0.85)])  # door
+    line(
+        [
+            (0.78 + 0.08 * math.cos(a / 8 * math.pi), 0.2 + 0.08 * math.sin(a / 8 * math.pi))
+            for a in range(17)
+        ]
+    )
+    page.wait_for_timeout(500)
+    panel.get_by_role("button", name="Generate", exact=True).scroll_into_view_if_needed()
+    base.generate_and_wait(page, panel)
+    page.screenshot(path=str(out / "sketch.png"), full_page=True)
+
+
+SHOTS: dict[str, Callable] = {"pose": shot_pose, "seg": shot_seg, "sketch": shot_sketch}
 
 
 def main() -> None:
