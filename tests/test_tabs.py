@@ -33,6 +33,18 @@ INPUTS = {
 }
 
 
+# Parameter names of the generate/preview endpoints, with the older spellings some endpoints use.
+ALIASES = {
+    "prompt": ("prompt", "prompt_text"),
+    "preprocessor": ("preprocessor", "chosen_preprocessor"),
+    "steps": ("steps", "step_count"),
+    "resolution": ("resolution", "res"),
+    "randomize_seed": ("randomize_seed", "randomize"),
+    "seed": ("seed", "seed_value"),
+    "num_images": ("num_images", "count"),
+}
+
+
 def api_args(client: Client, endpoint: str, **values):
     """Positional arguments for `endpoint`: its API defaults, with `values` by parameter name.
 
@@ -40,12 +52,18 @@ def api_args(client: Client, endpoint: str, **values):
     """
     info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
     names = [p["parameter_name"] for p in info["parameters"]]
-    unknown = set(values) - set(names)
-    assert not unknown, f"{endpoint} has no parameters {unknown}; it has {names}"
+    by_name = {}
+    for key, value in values.items():
+        name = next((n for n in ALIASES.get(key, (key,)) if n in names), None)
+        assert name is not None, f"{endpoint} has no parameter {key!r}; it has {names}"
+        by_name[name] = value
     return [
-        values[p["parameter_name"]] if p["parameter_name"] in values else p.get("parameter_default")
-        for p in info["parameters"]
+        by_name.get(p["parameter_name"], p.get("parameter_default")) for p in info["parameters"]
     ]
+
+
+def recipe_of(outputs) -> dict:
+    return next(o for o in outputs if isinstance(o, dict) and "modality" in o)
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +98,22 @@ def _source(modality_id: str, tmp_path):
 @pytest.mark.parametrize("modality_id", list(MODALITIES))
 def test_every_tab_generates_offline_map_first(client, modality_id, tmp_path):
     preprocessor = offline_preprocessor(modality_id)
-    gallery, recipe, seed = client.predict(
+    outputs = client.predict(
         *api_args(
             client,
             f"/{modality_id}",
             image=_source(modality_id, tmp_path),
-            prompt_text="a test",
-            chosen_preprocessor=preprocessor,
-            step_count=2,
-            res=64,
-            randomize=False,
-            seed_value=7,
-            count=2,
+            prompt="a test",
+            preprocessor=preprocessor,
+            steps=2,
+            resolution=64,
+            randomize_seed=False,
+            seed=7,
+            num_images=2,
         ),
         api_name=f"/{modality_id}",
     )
+    gallery, recipe = outputs[0], recipe_of(outputs)
     assert [item["caption"] for item in gallery] == ["Control map", "seed 7", "seed 8"]
     images = [_load(item["image"]) for item in gallery]
     # 64-px outputs are shown upscaled to at least 256 px; the map has the images' size
@@ -112,8 +131,8 @@ def test_every_tab_previews_an_uploaded_map_with_none(client, modality_id):
             client,
             f"/{modality_id}_map",
             image=handle_file(seg_landscape()),
-            chosen_preprocessor="none",
-            res=64,
+            preprocessor="none",
+            resolution=64,
         ),
         api_name=f"/{modality_id}_map",
     )
@@ -141,8 +160,8 @@ def test_missing_weights_point_to_the_offline_alternative_on_the_page(client):
                 client,
                 "/softedge_map",
                 image=handle_file(shapes_drawing("square_triangle")),
-                chosen_preprocessor="hed",
-                res=64,
+                preprocessor="hed",
+                resolution=64,
             ),
             api_name="/softedge_map",
         )
