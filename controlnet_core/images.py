@@ -96,7 +96,7 @@ def resize_short_side(
     """`array` scaled so its short side is `resolution`, sides rounded to `multiple`."""
     height, width = array.shape[:2]
     size = target_size(width, height, resolution, multiple)
-    resample = Image.LANCZOS if resolution >= min(width, height) else Image.AREA
+    resample = Image.LANCZOS if resolution >= min(width, height) else Image.BOX
     return fit_image(array, size, resample)
 
 

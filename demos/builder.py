@@ -316,6 +316,7 @@ def create_demo(
                     source = gr.Image(
                         label="Input image",
                         type="numpy",
+                        format="png",  # control maps go back in here: webp would shift colours
                         sources=["upload", "clipboard", "webcam"],
                         height=360,
                     )

@@ -249,3 +249,11 @@ def test_scribble_and_sketch_maps_are_white_strokes_on_black(tiny_engine):
     inverted = 255 - drawing
     control = np.asarray(make(tiny_engine, inverted, modality="scribble").control_map)[..., 0]
     assert control[31:33, 10:54].min() == 255 and control[:20].max() == 0
+
+
+def test_large_photos_are_scaled_down_for_detection(tiny_engine):
+    photo = np.full((900, 1200, 3), 255, dtype=np.uint8)
+    photo[200:700, 300:900] = 0
+    control = tiny_engine.control_map("canny", photo, detect_resolution=256, resolution=64)
+    assert control.shape == (64, 64, 3)  # 4:3 at a 64-px short side rounds to 64x64 (centre crop)
+    assert control.max() >= 200 and control[28:36, 36:44].max() == 0
