@@ -88,23 +88,6 @@ def shot_main(page, out: Path) -> None:
     page.screenshot(path=str(out / "main.png"), full_page=True)
 
 
-def shot_sketch(page, out: Path) -> None:
-    """The Sketch tab: strokes drawn with the mouse on the canvas, then generated."""
-    open_tab(page, "Sketch")
-    panel = visible_panel(page)
-    canvas = panel.locator("canvas").first
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.3
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, 25):
-        page.mouse.move(x0 + i * box["width"] * 0.02, y0 + (i % 6) * 3 + i * box["height"] * 0.015)
-    page.mouse.up()
-    page.wait_for_timeout(500)
-    generate_and_wait(page, panel)
-    page.screenshot(path=str(out / "sketch.png"), full_page=True)
-
-
 def shot_compare(page, out: Path) -> None:
     """The Canny tab after "Compare with plain SD": gallery and the before/after slider."""
     from demos.examples import shapes_drawing
@@ -123,14 +106,15 @@ def shot_compare(page, out: Path) -> None:
     page.screenshot(path=str(out / "compare.png"), full_page=True)
 
 
-SHOTS: dict[str, Callable] = {"main": shot_main, "sketch": shot_sketch, "compare": shot_compare}
+SHOTS: dict[str, Callable] = {"main": shot_main, "compare": shot_compare}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(shots: dict[str, Callable] = SHOTS, description: str = __doc__) -> None:
+    """Parse the command line, start the app, and take the chosen `shots`."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--backend", default="tiny", choices=["tiny", "toy"])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
-    parser.add_argument("--only", nargs="*", choices=list(SHOTS))
+    parser.add_argument("--only", nargs="*", choices=list(shots))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,11 +125,11 @@ def main() -> None:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            for name in args.only or list(SHOTS):
+            for name in args.only or list(shots):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
                 page.wait_for_selector("text=Generate", timeout=60_000)
-                SHOTS[name](page, out)
+                shots[name](page, out)
                 page.close()
                 print(f"saved {out / name}.png")
             browser.close()

@@ -8,7 +8,6 @@ pose-preset, segmentation-painting and sketch journeys (drawing inside the edito
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -142,35 +141,5 @@ def shot_sketch(page, out: Path) -> None:
 SHOTS: dict[str, Callable] = {"pose": shot_pose, "seg": shot_seg, "sketch": shot_sketch}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="tiny", choices=["tiny", "toy"])
-    parser.add_argument("--out", default=str(base.ROOT / "docs" / "screenshots"))
-    parser.add_argument("--only", nargs="*", choices=list(SHOTS))
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from playwright.sync_api import sync_playwright
-
-    port = base.free_port()
-    app = base.start_app(args.backend, port)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=base.CHROMIUM, args=base.CHROMIUM_ARGS
-            )
-            for name in args.only or list(SHOTS):
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-                page.wait_for_selector("text=Generate", timeout=60_000)
-                SHOTS[name](page, out)
-                page.close()
-                print(f"saved {out / name}.png")
-            browser.close()
-    finally:
-        app.terminate()
-        app.wait(timeout=30)
-
-
 if __name__ == "__main__":
-    main()
+    base.main(SHOTS, __doc__)
