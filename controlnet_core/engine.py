@@ -168,8 +168,20 @@ class Engine:
     def backend(self) -> str:
         return self.manager.backend
 
-    def backend_note(self) -> str:
-        return BACKEND_NOTES.get(self.backend, "")
+    def backend_note(self, modality_id: str | None = None) -> str:
+        """What the backend is, for the UI; for the toy model also whether it covers the tab."""
+        note = BACKEND_NOTES.get(self.backend, "")
+        if self.backend == "toy" and modality_id is not None:
+            from controlnet_core.toy import toy_controlnet_folder
+
+            modality = get_modality(modality_id)
+            if toy_controlnet_folder(modality.controlnet_key) is None:
+                return (
+                    f"Toy model (shapes only, trained in this repo): it has no {modality.label} "
+                    f"ControlNet. This tab needs the real weights ({modality.controlnet_id}): "
+                    "hub access or --controlnet-dir. Preview map works offline."
+                )
+        return note
 
     def ui_defaults(self) -> UIDefaults:
         defaults = _UI_DEFAULTS.get(self.backend, _UI_DEFAULTS["real"])

@@ -405,7 +405,7 @@ def create_demo(
                     num_images, resolution = sampling.num_images, sampling.resolution
                     scheduler = sampling.scheduler
             with gr.Column(scale=1):
-                note = engine.backend_note()
+                note = engine.backend_note(modality.id)
                 if note:
                     gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
                 gallery = gr.Gallery(

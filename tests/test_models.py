@@ -195,3 +195,16 @@ def test_settings_from_env_and_cli():
         Settings(backend="gpu")
     with pytest.raises(SystemExit):
         settings_from_cli(["--backend", "gpu"], {})
+
+
+def test_toy_backend_notes_say_which_tabs_it_covers(monkeypatch):
+    import controlnet_core.toy as toy
+
+    engine = Engine(Settings(backend="toy"))
+    monkeypatch.setattr(
+        toy, "toy_controlnet_folder", lambda key: toy.TOY_WEIGHTS_DIR if key == "canny" else None
+    )
+    assert engine.backend_note("canny").startswith("Toy model: shapes only")
+    note = engine.backend_note("depth")
+    assert "no Depth ControlNet" in note and "lllyasviel/control_v11f1p_sd15_depth" in note
+    assert Engine(Settings(backend="tiny")).backend_note("depth").startswith("Tiny random")
