@@ -43,17 +43,21 @@ class TrainConfig:
     ae_batch_size: int = 16
     ae_lr: float = 2e-3
     ae_crop: int = 32
-    decoder_steps: int = 1200
+    decoder_steps: int = 1600
     decoder_lr: float = 1e-3
-    unet_steps: int = 2500
+    unet_steps: int = 1300
     unet_lr: float = 1e-3
+    unet2_steps: int = 800
+    unet2_lr: float = 4e-4
+    unet3_steps: int = 900
+    unet3_lr: float = 4e-4
     caption_dropout: float = 0.1
-    edges_steps: int = 1600
+    edges_steps: int = 1000
     regions_steps: int = 0
     controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
     scribble_fraction: float = 0.5
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     min_snr_gamma: float = 5.0
     workers: int = 2
 
@@ -65,6 +69,8 @@ SMOKE = {
     "ae_batch_size": 4,
     "decoder_steps": 2,
     "unet_steps": 2,
+    "unet2_steps": 2,
+    "unet3_steps": 2,
     "edges_steps": 2,
     "regions_steps": 2,
     "workers": 1,
@@ -247,21 +253,34 @@ def train_unet(
     empty_ids: torch.Tensor,
     vocab: int,
     logger: Logger,
+    phase: int = 1,
+    init: tuple | None = None,
 ):
-    """Stage 2: UNet + text encoder on latents, dropping 10 % of captions for classifier-free guidance."""
-    torch.manual_seed(cfg.seed + 2)
-    rng = np.random.default_rng([cfg.seed, 2])
-    unet = build.build_unet().train()
-    text_encoder = build.build_text_encoder(vocab).train()
-    scheduler = build.train_scheduler()
+    """Stage 2: UNet + text encoder on latents, dropping 10 % of captions for classifier-free guidance.
+
+    Phases 2 and 3 continue from the previous phase's EMA weights with a fresh, lower learning-rate
+    schedule; phases 1-2 use SD1.5's noise schedule, phase 3 moves the model to the shipped linear
+    one (see ``build.SCHEDULE``), on which the ControlNets are then trained.
+    """
+    steps, lr = {
+        1: (cfg.unet_steps, cfg.unet_lr),
+        2: (cfg.unet2_steps, cfg.unet2_lr),
+        3: (cfg.unet3_steps, cfg.unet3_lr),
+    }[phase]
+    torch.manual_seed(cfg.seed + 2 + 10 * (phase - 1))
+    rng = np.random.default_rng([cfg.seed, 2] if phase == 1 else [cfg.seed, 2, phase])
+    if init is None:
+        unet = build.build_unet().train()
+        text_encoder = build.build_text_encoder(vocab).train()
+    else:
+        unet, text_encoder = (m.train().requires_grad_(True) for m in init)
+    scheduler = build.train_scheduler(build.SCHEDULE if phase == 3 else build.PRETRAIN_SCHEDULE)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
-    for step in range(cfg.unet_steps):
+    for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.unet_lr * _lr_factor(
-                step, cfg.unet_steps, warmup=min(100, cfg.unet_steps)
-            )
+            group["lr"] = lr * _lr_factor(step, steps, warmup=min(100, steps))
         idx = torch.from_numpy(rng.integers(len(latents), size=cfg.batch_size))
         ids = input_ids[idx].clone()
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
@@ -276,8 +295,10 @@ def train_unet(
         opt.step()
         ema_unet.update(unet)
         ema_text.update(text_encoder)
-        if step % 50 == 0 or step == cfg.unet_steps - 1:
-            logger.log(stage="unet", step=step, loss=loss.item())
+        if step % 50 == 0 or step == steps - 1:
+            logger.log(
+                stage="unet" if phase == 1 else f"unet_phase{phase}", step=step, loss=loss.item()
+            )
     return ema_unet.shadow, ema_text.shadow
 
 
@@ -342,7 +363,7 @@ def train_controlnet(
 def train(
     cfg: TrainConfig,
     out: pathlib.Path,
-    stages: tuple[str, ...] = ("ae", "decoder", "unet", "edges", "regions"),
+    stages: tuple[str, ...] = ("ae", "decoder", "unet", "unet2", "unet3", "edges", "regions"),
 ) -> dict:
     """Run the requested stages into ``out`` and return per-stage wall times in seconds.
 
@@ -374,7 +395,7 @@ def train(
     else:
         vae = AutoencoderKL.from_pretrained(base / "vae").eval().requires_grad_(False)
 
-    diffusion_stages = {"unet", "edges", "regions"} & set(stages)
+    diffusion_stages = {"unet", "unet2", "unet3", "edges", "regions"} & set(stages)
     latents = None
     if "ae" in stages or diffusion_stages:
         t0 = time.time()
@@ -411,6 +432,22 @@ def train(
     else:
         pipe = StableDiffusionPipeline.from_pretrained(base)
         unet, text_encoder = pipe.unet, pipe.text_encoder
+    if "unet2" in stages and cfg.unet2_steps > 0:
+        t0 = time.time()
+        unet, text_encoder = train_unet(
+            cfg, latents, input_ids, empty_ids, len(tokenizer), logger, 2, (unet, text_encoder)
+        )
+        times["unet_phase2"] = time.time() - t0
+        pipe = build.assemble_pipeline(vae, text_encoder, tokenizer, unet)
+        pipe.save_pretrained(base, safe_serialization=True)
+    if "unet3" in stages and cfg.unet3_steps > 0:
+        t0 = time.time()
+        unet, text_encoder = train_unet(
+            cfg, latents, input_ids, empty_ids, len(tokenizer), logger, 3, (unet, text_encoder)
+        )
+        times["unet_phase3"] = time.time() - t0
+        pipe = build.assemble_pipeline(vae, text_encoder, tokenizer, unet)
+        pipe.save_pretrained(base, safe_serialization=True)
 
     nets = {
         "edges": (
@@ -456,8 +493,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a few steps on a tiny dataset (CI)")
     parser.add_argument(
         "--stages",
-        default="ae,decoder,unet,edges,regions",
-        help="comma-separated subset of ae,decoder,unet,edges,regions",
+        default="ae,decoder,unet,unet2,unet3,edges,regions",
+        help="comma-separated subset of ae,decoder,unet,unet2,unet3,edges,regions",
     )
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(
