@@ -1,0 +1,424 @@
+"""How much the batched sampler saves: a comparison or a sweep in one pass vs separate runs.
+
+    python -m bench.bench_compare --arch sd15 --size 256 --steps 4 --repeats 3 --json out.json
+
+Every case calls `controlnet_core.sampling.sample` on the same base pipeline and ControlNet:
+
+- plain       1 variant, ControlNet scale 0 (skipped): plain SD
+- controlnet  1 variant, scale 1: a single ControlNet image (the "single" of issue 4)
+- comparison  [plain, controlnet] for one seed in one pass (what `Engine.compare` runs)
+- sweep       one variant per sweep scale (default 0, 0.25, 0.5, 1.0, 1.5) in one pass
+
+Each case runs once as a warm-up (1 step, same shapes), then `--repeats` times, the cases interleaved
+so that background load hits them alike; times are medians. Ratios:
+
+- comparison ÷ (2 × controlnet): issue 4's ratio
+- comparison ÷ (plain + controlnet): against the two separate runs it replaces
+- sweep ÷ (N × controlnet): issue 4's ratio
+- sweep ÷ (separate runs): each separate run costs `plain` for a scale of 0 and `controlnet` otherwise
+  (cost does not depend on a non-zero scale), so the separate total is computed from those medians
+
+Each is given end to end (text encoder + denoising loop + VAE decode, what a user waits for) and for
+the denoising loop alone (from the call's start to the last step's callback, which is what the
+model-level estimate in issue 4 measured; the VAE decode does not batch into savings, and with few
+steps it weighs more than it does at 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+DEFAULT_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5)
+PROMPT = "a photo of a house by a lake, best quality"
+NEGATIVE_PROMPT = "lowres, blurry"
+
+
+@dataclass
+class CaseResult:
+    """Timings of one case: seconds end to end and in the denoising loop, one entry per repeat."""
+
+    name: str
+    images: int
+    controlled: int
+    total: list[float] = field(default_factory=list)
+    loop: list[float] = field(default_factory=list)
+    steady: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.total)
+
+    @property
+    def loop_median(self) -> float:
+        return statistics.median(self.loop)
+
+    @property
+    def steady_median(self) -> float:
+        return statistics.median(self.steady)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def parse_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is fp16 on CUDA and fp32 elsewhere (as `controlnet_core.models.pick_dtype`)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in choices:
+        raise ValueError(f"dtype must be one of {['auto', *choices]}; got {name!r}")
+    return choices[name]
+
+
+def machine_info(device: torch.device) -> dict:
+    """What the numbers were measured on."""
+    import diffusers
+
+    cpu_model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+    return info
+
+
+def cases(sweep_scales: Sequence[float], seed: int) -> dict:
+    """name -> list of `Variant`s (one ControlNet unit)."""
+    from controlnet_core.sampling import UnitSettings, Variant
+
+    def variant(scale: float):
+        return Variant(seed, (UnitSettings(scale),))
+
+    return {
+        "plain": [variant(0.0)],
+        "controlnet": [variant(1.0)],
+        "comparison": [variant(0.0), variant(1.0)],
+        "sweep": [variant(s) for s in sweep_scales],
+    }
+
+
+def run_once(pipe, units, variants, *, steps, size, device) -> tuple[float, float, float]:
+    """Seconds of one `sample` call: end to end, to the end of the last denoising step, and from the
+    end of the first step to the end of the last (steps 2..N: the steady rate a progress bar shows).
+    """
+    from diffusers import UniPCMultistepScheduler
+
+    from controlnet_core.sampling import sample
+
+    config = pipe.scheduler.config
+    marks: dict[int, float] = {}
+
+    def on_step(index: int, total: int) -> None:
+        if index in (0, total - 1):
+            _sync(device)
+            marks[index] = time.perf_counter()
+
+    _sync(device)
+    started = time.perf_counter()
+    images, _ = sample(
+        pipe,
+        units,
+        variants,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE_PROMPT,
+        steps=steps,
+        guidance_scale=7.5,
+        width=size,
+        height=size,
+        scheduler_factory=lambda: UniPCMultistepScheduler.from_config(config),
+        on_step=on_step,
+    )
+    _sync(device)
+    ended = time.perf_counter()
+    if len(images) != len(variants):
+        raise RuntimeError(f"expected {len(variants)} images, got {len(images)}")
+    return ended - started, marks[steps - 1] - started, marks[steps - 1] - marks[0]
+
+
+def measure(
+    pipe, controlnet, *, size, steps, repeats, device, sweep_scales, seed=0, log=print
+) -> dict[str, CaseResult]:
+    """Warm up every case (1 step), then time `repeats` interleaved rounds of all cases."""
+    from bench.components import control_image
+    from controlnet_core.sampling import ControlUnit
+
+    units = [ControlUnit(controlnet, control_image(size, seed))]
+    variant_sets = cases(sweep_scales, seed)
+    results = {
+        name: CaseResult(
+            name,
+            images=len(variants),
+            controlled=sum(v.units[0].scale != 0.0 for v in variants),
+        )
+        for name, variants in variant_sets.items()
+    }
+    for name, variants in variant_sets.items():
+        started = time.perf_counter()
+        run_once(pipe, units, variants, steps=1, size=size, device=device)
+        log(f"  warm-up {name}: {time.perf_counter() - started:.2f} s")
+    for round_index in range(repeats):
+        for name, variants in variant_sets.items():
+            total, loop, steady = run_once(
+                pipe, units, variants, steps=steps, size=size, device=device
+            )
+            results[name].total.append(total)
+            results[name].loop.append(loop)
+            results[name].steady.append(steady)
+            log(f"  round {round_index + 1}/{repeats} {name}: {total:.3f} s (loop {loop:.3f} s)")
+    return results
+
+
+def ratios(results: dict[str, CaseResult]) -> dict[str, dict[str, float]]:
+    """Batched time ÷ separate-runs time, end to end ("total") and for the denoising loop ("loop")."""
+    out: dict[str, dict[str, float]] = {}
+    for kind, pick in (("total", "median"), ("loop", "loop_median")):
+        plain = getattr(results["plain"], pick)
+        single = getattr(results["controlnet"], pick)
+        comparison = getattr(results["comparison"], pick)
+        sweep = results["sweep"]
+        sweep_time = getattr(sweep, pick)
+        separate_sweep = sweep.controlled * single + (sweep.images - sweep.controlled) * plain
+        out[kind] = {
+            "comparison / (2 x controlnet)": comparison / (2 * single),
+            "comparison / (plain + controlnet)": comparison / (plain + single),
+            f"sweep / ({sweep.images} x controlnet)": sweep_time / (sweep.images * single),
+            "sweep / separate runs": sweep_time / separate_sweep,
+            "controlnet / plain": single / plain,
+        }
+    return out
+
+
+def iterations_per_second(results: dict[str, CaseResult], steps: int) -> dict[str, dict]:
+    """Denoising steps per second of each case's call: steady (steps 2..N, what a progress bar
+    shows and what published it/s numbers are) and end to end (steps ÷ the whole call)."""
+    out = {}
+    for name, result in results.items():
+        steady = (steps - 1) / result.steady_median
+        out[name] = {
+            "images": result.images,
+            "it_per_s": steady,
+            "image_it_per_s": result.images * steady,
+            "end_to_end_it_per_s": steps / result.median,
+        }
+    return out
+
+
+def format_report(report: dict) -> str:
+    """The human-readable table of one run."""
+    s, m = report["settings"], report["machine"]
+    lines = [
+        f"arch={s['arch']} size={s['size']}x{s['size']} steps={s['steps']} (UniPC, CFG 7.5) "
+        f"repeats={s['repeats']} dtype={s['dtype']} sweep scales={s['sweep_scales']}",
+        f"machine: {m['cpu_count']} CPUs ({m['cpu_model']}), torch {m['torch']} "
+        f"({m['torch_threads']} threads, OMP_NUM_THREADS={m['omp_num_threads_env']}), "
+        f"diffusers {m['diffusers']}, device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else ""),
+        f"build: {report['build_seconds']:.1f} s, whole run: {report['run_seconds']:.1f} s",
+        "",
+        f"{'case':<12}{'images':>7}{'median s':>10}{'min s':>9}{'max s':>9}{'loop s':>9}"
+        f"{'it/s':>9}{'img·it/s':>10}{'e2e it/s':>10}",
+    ]
+    for name, case in report["cases"].items():
+        its = report["it_per_s"][name]
+        lines.append(
+            f"{name:<12}{case['images']:>7}{case['median']:>10.3f}{min(case['total']):>9.3f}"
+            f"{max(case['total']):>9.3f}{case['loop_median']:>9.3f}"
+            f"{its['it_per_s']:>9.2f}{its['image_it_per_s']:>10.2f}{its['end_to_end_it_per_s']:>10.2f}"
+        )
+    lines += ["", f"{'ratio':<36}{'end to end':>12}{'loop only':>11}"]
+    for key in report["ratios"]["total"]:
+        lines.append(
+            f"{key:<36}{report['ratios']['total'][key]:>12.3f}{report['ratios']['loop'][key]:>11.3f}"
+        )
+    if "reference" in report:
+        lines += ["", "diffusers' own pipelines on the same components (batch 1, steps 2..N):"]
+        for name, value in report["reference"].items():
+            lines.append(f"  {name:<36}{value['it_per_s']:>8.2f} it/s")
+    return "\n".join(lines)
+
+
+def reference_pipelines(components, controlnet, *, size, steps, repeats, device) -> dict:
+    """it/s of diffusers' own pipelines (batch 1), to compare with published numbers."""
+    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    from bench.components import control_image
+
+    pipes = {
+        "StableDiffusionPipeline": (
+            StableDiffusionPipeline(**components, requires_safety_checker=False),
+            {},
+        ),
+        "StableDiffusionControlNetPipeline": (
+            StableDiffusionControlNetPipeline(
+                **components, controlnet=controlnet, requires_safety_checker=False
+            ),
+            {"image": control_image(size)},
+        ),
+    }
+    out = {}
+    for name, (pipe, extra) in pipes.items():
+        pipe.set_progress_bar_config(disable=True)
+        marks: list[float] = []
+
+        def on_step_end(pipeline, index, timestep, kwargs, marks=marks):
+            _sync(device)
+            marks.append(time.perf_counter())
+            return kwargs
+
+        rates = []
+        for attempt in range(repeats + 1):
+            marks.clear()
+            pipe(
+                PROMPT,
+                negative_prompt=NEGATIVE_PROMPT,
+                num_inference_steps=steps if attempt else 2,
+                guidance_scale=7.5,
+                height=size,
+                width=size,
+                generator=torch.Generator().manual_seed(0),
+                output_type="np",
+                callback_on_step_end=on_step_end,
+                **extra,
+            )
+            if attempt:  # the first call warms up; steps 2..N give the steady rate, as tqdm shows
+                rates.append((len(marks) - 1) / (marks[-1] - marks[0]))
+        out[name] = {"it_per_s": statistics.median(rates)}
+    return out
+
+
+def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (multiple of 8)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA), float32, float16")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--sweep", default=",".join(f"{v:g}" for v in DEFAULT_SWEEP), help="sweep scales"
+    )
+    parser.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also time diffusers' own pipelines (batch 1)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    if defaults:
+        parser.set_defaults(**defaults)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser(defaults).parse_args(argv)
+    if args.size % 8:
+        raise SystemExit(f"--size must be a multiple of 8; got {args.size}")
+    if args.steps < 2 or args.repeats < 1:
+        raise SystemExit("--steps must be at least 2 and --repeats at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda was asked for but CUDA is not available")
+        torch.backends.cudnn.benchmark = True
+    dtype = parse_dtype(args.dtype, device)
+    sweep_scales = [float(v) for v in args.sweep.split(",")]
+
+    from bench.components import base_pipeline, build
+
+    run_started = time.perf_counter()
+    components, controlnet = build(args.arch, device, dtype)
+    build_seconds = time.perf_counter() - run_started
+    print(f"built {args.arch} on {device} ({dtype}) in {build_seconds:.1f} s", flush=True)
+    pipe = base_pipeline(components)
+    results = measure(
+        pipe,
+        controlnet,
+        size=args.size,
+        steps=args.steps,
+        repeats=args.repeats,
+        device=device,
+        sweep_scales=sweep_scales,
+        log=lambda line: print(line, flush=True),
+    )
+    report = {
+        "settings": {
+            "arch": args.arch,
+            "size": args.size,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "dtype": str(dtype).replace("torch.", ""),
+            "scheduler": "UniPC",
+            "guidance_scale": 7.5,
+            "sweep_scales": sweep_scales,
+        },
+        "machine": machine_info(device),
+        "build_seconds": build_seconds,
+        "cases": {
+            name: {
+                "images": r.images,
+                "controlled": r.controlled,
+                "total": r.total,
+                "loop": r.loop,
+                "median": r.median,
+                "loop_median": r.loop_median,
+                "steady": r.steady,
+                "steady_median": r.steady_median,
+            }
+            for name, r in results.items()
+        },
+        "ratios": ratios(results),
+        "it_per_s": iterations_per_second(results, args.steps),
+    }
+    if args.reference:
+        report["reference"] = reference_pipelines(
+            components,
+            controlnet,
+            size=args.size,
+            steps=args.steps,
+            repeats=args.repeats,
+            device=device,
+        )
+    report["run_seconds"] = time.perf_counter() - run_started
+    print()
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU benchmark (issue 4) on a machine without network: installs carried wheels if there are any,
+# then runs bench.gpu (SD1.5 architecture, random weights, fp16, 512², 20 UniPC steps) and writes
+# the results next to the log. Usage, from the repository root:
+#   bash bench/bench_gpu.sh [OUTPUT_DIR] [extra bench.gpu arguments...]
+# Wheels: put diffusers (and anything else the machine lacks) in .whl/ (git-ignored); see BENCHMARKS.md.
+set -euo pipefail
+
+out="${1:-${OUT:-/tmp/bench-out}}"
+shift || true
+mkdir -p "$out"
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+    python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, \
+'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+    python3 -m bench.gpu --json "$out/bench-gpu.json" "$@"
+} 2>&1 | tee "$out/bench-gpu.log"
