@@ -36,7 +36,7 @@ from controlnet_core.toy.data import (
 
 EVAL_SEED = 1_000_003  # the training data uses seed 0: these samples are held out
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 5.0
+DEFAULT_GUIDANCE = 1.5
 _ALL_COLORS = {**BACKGROUND_COLORS, **SHAPE_COLORS}
 
 
