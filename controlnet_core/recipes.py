@@ -43,10 +43,10 @@ _A1111_MODES = {
 }
 
 
-def a1111_parameters(recipe: dict[str, Any], image_index: int = 0) -> str:
+def a1111_parameters(recipe: dict[str, Any]) -> str:
     """The recipe as the A1111 "parameters" text that image viewers and other tools understand."""
     seeds = recipe.get("seeds") or [recipe.get("seed", 0)]
-    seed = seeds[min(image_index, len(seeds) - 1)]
+    seed = seeds[min(recipe.get("image_index", 0), len(seeds) - 1)]
     lines = [recipe.get("prompt", "")]
     if recipe.get("negative_prompt"):
         lines.append(f"Negative prompt: {recipe['negative_prompt']}")
@@ -83,12 +83,16 @@ def a1111_parameters(recipe: dict[str, Any], image_index: int = 0) -> str:
 
 
 def recipe_for_image(recipe: dict[str, Any], image_index: int) -> dict[str, Any]:
-    """The recipe of one image of a batch: its own seed, one image (so it reproduces alone)."""
+    """The recipe of image `image_index` of a batch.
+
+    It keeps the whole batch's settings (first seed, number of images) and names the image: CPU and
+    GPU kernels may sum in another order for another batch size, so only regenerating the same batch
+    gives a bit-identical image. `image_seed` alone reproduces it within float precision.
+    """
     seeds = recipe.get("seeds") or [recipe.get("seed", 0)]
     single = dict(recipe)
-    single["seed"] = seeds[min(image_index, len(seeds) - 1)]
-    single["seeds"] = [single["seed"]]
-    single["num_images"] = 1
+    single["image_index"] = min(image_index, len(seeds) - 1)
+    single["image_seed"] = seeds[single["image_index"]]
     return single
 
 

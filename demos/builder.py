@@ -235,7 +235,7 @@ def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:
         recipe = recipe_for_image(result.recipe, index)
         if result.recipe.get("kind") in ("compare", "sweep"):
             recipe = _variant_recipe(result.recipe, index)
-        path = folder / f"{index:02d}_seed{recipe['seed']}.png"
+        path = folder / f"{index:02d}_seed{recipe['image_seed']}.png"
         save_png(upscale_for_display(image), recipe, path)
         items.append((str(path), caption))
     return items
@@ -244,7 +244,8 @@ def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:
 def _variant_recipe(recipe: dict[str, Any], index: int) -> dict[str, Any]:
     """The plain recipe that reproduces image `index` of a comparison or sweep on its own."""
     single = recipe_for_image(recipe, index)
-    single["kind"] = "generate"
+    single.update(kind="generate", seed=single["image_seed"], seeds=[single["image_seed"]])
+    single.update(num_images=1, image_index=0)
     if recipe["kind"] == "compare" and index == 0:
         single["conditioning_scale"] = 0.0
         single["extra_controls"] = [

@@ -191,8 +191,11 @@ def test_recipe_round_trip_reproduces_a_bit_identical_image(tmp_path, square_ima
         assert "Seed: 22" in png.info["parameters"]
         assert png.info["parameters"].startswith("a red square\nNegative prompt: blurry\n")
     recipe = read_recipe(path)
+    assert recipe["image_index"] == 1 and recipe["image_seed"] == 22
     again = Engine(Settings(backend="tiny")).generate(request_from_recipe(recipe), square_image)
-    assert np.array_equal(np.asarray(again.images[0]), np.asarray(first.images[1]))
+    assert np.array_equal(
+        np.asarray(again.images[recipe["image_index"]]), np.asarray(first.images[1])
+    )
     # JSON recipes load the same way.
     import json
 
