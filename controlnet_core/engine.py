@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class ControlSpec:
     guidance_end: float = 1.0
 
 
+_CONTROL_FIELDS = tuple(f.name for f in fields(ControlSpec))
 MAX_EXTRA_CONTROLS = 3
 SWEEP_KINDS = ("strength", "start", "end")
 MAX_SWEEP_VALUES = 8
@@ -229,16 +230,10 @@ class Engine:
             raise ValueError(
                 f"control_mode must be one of {list(CONTROL_MODES)}; got {request.control_mode!r}"
             )
-        return GenerationRequest(
-            modality=main.modality,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            preprocessor=main.preprocessor,
-            preprocessor_params=main.preprocessor_params,
-            detect_resolution=main.detect_resolution,
-            conditioning_scale=main.conditioning_scale,
-            guidance_start=main.guidance_start,
-            guidance_end=main.guidance_end,
+        return replace(
+            request,
+            # The main ControlNet's fields have the same names in both dataclasses.
+            **{name: getattr(main, name) for name in _CONTROL_FIELDS},
             guess_mode=bool(request.guess_mode),
             steps=_number("steps", request.steps, 1, s.max_steps, integer=True),
             guidance_scale=_number(
@@ -518,15 +513,7 @@ class _Prepared:
 
 
 def _main_spec(request: GenerationRequest) -> ControlSpec:
-    return ControlSpec(
-        modality=request.modality,
-        preprocessor=request.preprocessor,
-        preprocessor_params=request.preprocessor_params,
-        detect_resolution=request.detect_resolution,
-        conditioning_scale=request.conditioning_scale,
-        guidance_start=request.guidance_start,
-        guidance_end=request.guidance_end,
-    )
+    return ControlSpec(**{name: getattr(request, name) for name in _CONTROL_FIELDS})
 
 
 def _validate_control(spec: ControlSpec, prefix: str) -> ControlSpec:
@@ -565,7 +552,6 @@ def _validate_control(spec: ControlSpec, prefix: str) -> ControlSpec:
 
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(GenerationRequest))
-_CONTROL_FIELDS = tuple(f.name for f in fields(ControlSpec))
 
 
 def request_from_recipe(recipe: Mapping[str, Any]) -> GenerationRequest:
