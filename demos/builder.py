@@ -132,6 +132,21 @@ def sampling_controls(engine: Engine, with_num_images: bool) -> SamplingControls
     )
 
 
+def choose_seed(seed: float | None, randomize: bool) -> int:
+    """The seed to use: a fresh random one when asked, else the given one (gr.Error if empty)."""
+    if randomize:
+        return random.randint(0, MAX_SEED)
+    if seed is None:
+        raise gr.Error(f"seed must be a whole number between 0 and {MAX_SEED}")
+    return int(seed)
+
+
+def report(progress: gr.Progress) -> Callable[[float, str], None]:
+    """The engine's progress callback, shown on gradio's progress bar."""
+    progress(0.0, desc="Starting…")
+    return lambda fraction, text: progress(fraction, desc=text)
+
+
 def tab_container():
     """A `gr.Blocks` when a tab runs alone, a `gr.Column` inside the app.
 
@@ -472,10 +487,7 @@ def create_demo(
                 mode,
             ) = values
             array = read_source(image)
-            if randomize:
-                seed_value = random.randint(0, MAX_SEED)
-            if seed_value is None:
-                raise gr.Error("seed must be a whole number between 0 and 4294967295")
+            seed_value = choose_seed(seed_value, randomize)
             request = GenerationRequest(
                 modality=modality.id,
                 prompt=prompt_text or "",
@@ -496,10 +508,6 @@ def create_demo(
                 control_mode=mode or "balanced",
             )
             return array, request, int(seed_value)
-
-        def report(progress):
-            progress(0.0, desc="Starting…")
-            return lambda fraction, text: progress(fraction, desc=text)
 
         @user_errors
         @on_gpu

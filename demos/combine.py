@@ -6,7 +6,6 @@ size. Endpoints: `/combine` (generate) and `/combine_compare` (the same against 
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,6 @@ import gradio as gr
 
 from controlnet_core.engine import (
     MAX_CONDITIONING_SCALE,
-    MAX_SEED,
     ControlSpec,
     Engine,
     GenerationRequest,
@@ -23,9 +21,11 @@ from controlnet_core.modalities import INPUT_IMAGE, MODALITIES, get_modality
 from controlnet_core.preprocessors import get_preprocessor
 from controlnet_core.sampling import CONTROL_MODES
 from demos.builder import (
+    choose_seed,
     gallery_items,
     name_parameters,
     on_gpu,
+    report,
     sampling_controls,
     tab_container,
     upscale_for_display,
@@ -189,10 +189,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     )
                 )
                 extra_images.append(image)
-            if randomize:
-                seed_value = random.randint(0, MAX_SEED)
-            if seed_value is None:
-                raise gr.Error("seed must be a whole number between 0 and 4294967295")
+            seed_value = choose_seed(seed_value, randomize)
             request = GenerationRequest(
                 modality=first[0],
                 prompt=text or "",
@@ -211,9 +208,6 @@ def create_demo(engine: Engine) -> gr.Blocks:
                 extra_controls=tuple(extras),
             )
             return first[1], request, extra_images, int(seed_value)
-
-        def report(progress):
-            return lambda fraction, text: progress(fraction, desc=text)
 
         @user_errors
         @on_gpu
