@@ -72,7 +72,9 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     label = "required" if index == 0 else "optional: used when it has an image"
                     gr.Markdown(f"**ControlNet {index + 1}** ({label})")
                     modality = gr.Dropdown(label="Modality", choices=choices, value=modality_id)
-                    image = gr.Image(label="Image or control map", type="numpy", height=220)
+                    image = gr.Image(
+                        label="Image or control map", type="numpy", format="png", height=220
+                    )
                     preprocessor = gr.Dropdown(
                         label="Preprocessor",
                         choices=_preprocessor_choices(modality_id),
