@@ -349,6 +349,7 @@ class ModelManager:
             pipe = StableDiffusionControlNetPipeline.from_pipe(
                 base,
                 controlnet=controlnet,
+                vae=base.vae,  # passed explicitly: from_pipe drops a VAE of another class (TAESD)
                 scheduler=make_scheduler(scheduler, base.scheduler.config),
                 dtype=self.dtype,
             )
@@ -363,6 +364,7 @@ class ModelManager:
         with _quiet_diffusers():
             pipe = StableDiffusionPipeline.from_pipe(
                 base,
+                vae=base.vae,
                 scheduler=make_scheduler(scheduler, base.scheduler.config),
                 dtype=self.dtype,
             )

@@ -7,7 +7,8 @@ Metrics (all at 64×64, UniPC, fixed generator seeds per sample):
   control and at ``controlnet_conditioning_scale=0`` (plain text-to-image, same seeds);
 - colour accuracy: share of shapes whose mean output colour (inside the eroded shape mask) is
   nearest to the colour the prompt names, among all colours of the data generator;
-- autoencoder ceiling: edge F1 of canny(decode(encode(image))) vs canny(image);
+- autoencoder ceilings: edge F1 of canny(decode(encode(image))) vs canny(image), and the colour
+  accuracy of those round trips (what a perfect UNet could reach);
 - generation time of one 64×64 image.
 
 ``python -m controlnet_core.toy.evaluate --json results.json --grid docs/toy_samples.png``.
@@ -72,7 +73,7 @@ def load_pipelines(weights: pathlib.Path = TOY_WEIGHTS_DIR, controlnet: str = "c
     torch.set_num_threads(int(os.environ.get("TOY_EVAL_THREADS", "2")))
     base = StableDiffusionPipeline.from_pretrained(weights / "base")
     net = ControlNetModel.from_pretrained(weights / controlnet)
-    pipe = StableDiffusionControlNetPipeline.from_pipe(base, controlnet=net)
+    pipe = StableDiffusionControlNetPipeline.from_pipe(base, controlnet=net, vae=base.vae)
     pipe.set_progress_bar_config(disable=True)
     return base, pipe
 
@@ -104,42 +105,49 @@ def generate(
 
 
 def score_batch(images: np.ndarray, samples, kind: str) -> dict[str, list]:
-    """Per-sample edge F1 (against canny map or outlines) and per-shape colour hits."""
-    f1s, hits = [], []
+    """Per-sample edge F1 (against canny map or outlines), per-shape colour hits (also split by
+    whether the prompt names one shape or several) and per-sample background-colour hits."""
+    scores: dict[str, list] = {k: [] for k in ("f1", "color_hits", "one", "several", "background")}
+    kernel = np.ones((3, 3), np.uint8)
     for img, s in zip(images, samples, strict=True):
         pred = canny_map(img)[:, :, 0] > 0
         ref = s.canny[:, :, 0] > 0 if kind == "canny" else outline_map(s.shapes)
-        f1s.append(edge_f1(pred, ref))
+        scores["f1"].append(edge_f1(pred, ref))
         for spec, mask in zip(s.shapes, s.masks, strict=True):
-            inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            inner = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
             if inner.sum() < 4:
                 inner = mask
-            hits.append(nearest_color(img[inner].mean(0)) == spec.color)
-    return {"f1": f1s, "color_hits": hits}
+            hit = nearest_color(img[inner].mean(0)) == spec.color
+            scores["color_hits"].append(hit)
+            scores["one" if len(s.shapes) == 1 else "several"].append(hit)
+        union = np.any(s.masks, axis=0).astype(np.uint8)
+        outside = ~cv2.dilate(union, kernel, iterations=2).astype(bool)
+        scores["background"].append(nearest_color(img[outside].mean(0)) == s.background)
+    return scores
 
 
-def autoencoder_ceiling(vae, samples) -> float:
-    """Mean edge F1 of canny(round-trip image) vs canny(image): the best the decoder allows."""
+def autoencoder_ceiling(vae, samples) -> tuple[float, float]:
+    """Edge F1 and colour accuracy of round-tripped images: the best the autoencoder allows."""
     import torch
 
     images = np.stack([s.image for s in samples])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
-        recon = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        recon = vae.decode(vae.encode(x).latents).sample
     recon_u8 = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    return float(
-        np.mean(
-            [
-                edge_f1(canny_map(r)[:, :, 0] > 0, s.canny[:, :, 0] > 0)
-                for r, s in zip(recon_u8, samples, strict=True)
-            ]
-        )
+    f1 = np.mean(
+        [
+            edge_f1(canny_map(r)[:, :, 0] > 0, s.canny[:, :, 0] > 0)
+            for r, s in zip(recon_u8, samples, strict=True)
+        ]
     )
+    colors = score_batch(recon_u8, samples, "canny")["color_hits"]
+    return float(f1), float(np.mean(colors))
 
 
 def evaluate(
     weights: pathlib.Path = TOY_WEIGHTS_DIR,
-    count: int = 64,
+    count: int = 128,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
@@ -150,7 +158,7 @@ def evaluate(
     results: dict = {"count": count, "steps": steps, "guidance_scale": guidance}
     for kind in ("canny", "scribble"):
         for label, scale in (("control", 1.0), ("strength0", 0.0)):
-            f1s, hits = [], []
+            scores: dict[str, list] = {}
             for a in range(0, count, batch):
                 chunk = samples[a : a + batch]
                 images = generate(
@@ -162,13 +170,20 @@ def evaluate(
                     steps=steps,
                     guidance=guidance,
                 )
-                scored = score_batch(images, chunk, kind)
-                f1s += scored["f1"]
-                hits += scored["color_hits"]
-            results[f"edge_f1_{kind}_{label}"] = round(float(np.mean(f1s)), 3)
+                for key, values in score_batch(images, chunk, kind).items():
+                    scores.setdefault(key, []).extend(values)
+            results[f"edge_f1_{kind}_{label}"] = round(float(np.mean(scores["f1"])), 3)
             if label == "control":
-                results[f"color_accuracy_{kind}"] = round(float(np.mean(hits)), 3)
-    results["autoencoder_ceiling_f1"] = round(autoencoder_ceiling(base.vae, samples), 3)
+                for key, name in (
+                    ("color_hits", f"color_accuracy_{kind}"),
+                    ("one", f"color_accuracy_{kind}_one_shape"),
+                    ("several", f"color_accuracy_{kind}_several_shapes"),
+                    ("background", f"background_accuracy_{kind}"),
+                ):
+                    results[name] = round(float(np.mean(scores[key])), 3)
+    ceiling_f1, ceiling_color = autoencoder_ceiling(base.vae, samples)
+    results["autoencoder_ceiling_f1"] = round(ceiling_f1, 3)
+    results["autoencoder_ceiling_color"] = round(ceiling_color, 3)
     results["seconds_per_image"] = round(time_one_image(pipe, samples[0], steps, guidance), 3)
     return results
 
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Score the toy ControlNet on held-out synthetic maps."
     )
     parser.add_argument("--weights", type=pathlib.Path, default=TOY_WEIGHTS_DIR)
-    parser.add_argument("--count", type=int, default=64)
+    parser.add_argument("--count", type=int, default=128)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--guidance", type=float, nargs="+", default=[DEFAULT_GUIDANCE])
     parser.add_argument("--json", type=pathlib.Path, help="write results here")

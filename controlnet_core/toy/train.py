@@ -1,10 +1,10 @@
 """Train the toy Stable Diffusion and toy ControlNets from a fixed seed on 2 CPU cores.
 
 Stages, as in the ControlNet paper scaled down:
-1. autoencoder (L1 + image-gradient loss + a tiny KL term) on 32×32 crops of the synthetic images,
-   then its decoder alone sharpened with the encoder (so the latent space) frozen;
-2. UNet + text encoder on the precomputed latents (epsilon prediction, SD1.5 noise schedule,
-   10 % of captions dropped so classifier-free guidance works, min-SNR loss weighting, EMA);
+1. autoencoder (TAESD's architecture) on whole images: L1 with shape pixels weighted up, an
+   image-gradient L1, an MSE of 4×4-pixel mean colours and a small penalty on the latents' size;
+2. UNet + text encoder on the precomputed latents (epsilon prediction, the shipped linear noise
+   schedule, 10 % of captions dropped so classifier-free guidance works, min-SNR loss weighting, EMA);
 3. ControlNets (``ControlNetModel.from_unet``: a trainable copy of the encoder joined by zero
    convolutions) with the base model frozen and 50 % of the prompts dropped: ``controlnet_edges``
    on a mix of canny maps and scribble strokes, optionally ``controlnet_regions`` on region maps.
@@ -39,25 +39,21 @@ class TrainConfig:
     seed: int = 0
     samples: int = 12000
     batch_size: int = 32
-    ae_steps: int = 1500
-    ae_batch_size: int = 16
+    ae_steps: int = 2500
+    ae_batch_size: int = 8
     ae_lr: float = 2e-3
-    ae_crop: int = 32
-    decoder_steps: int = 1600
-    decoder_lr: float = 1e-3
-    unet_steps: int = 1300
+    ae_color_weight: float = 1.0
+    ae_shape_weight: float = 4.0
+    ae_latent_weight: float = 1e-3
+    unet_steps: int = 5000
     unet_lr: float = 1e-3
-    unet2_steps: int = 800
-    unet2_lr: float = 4e-4
-    unet3_steps: int = 900
-    unet3_lr: float = 4e-4
     caption_dropout: float = 0.1
-    edges_steps: int = 1000
+    edges_steps: int = 1200
     regions_steps: int = 0
     controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
     scribble_fraction: float = 0.5
-    ema_decay: float = 0.995
+    ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
     workers: int = 2
 
@@ -67,10 +63,7 @@ SMOKE = {
     "batch_size": 8,
     "ae_steps": 2,
     "ae_batch_size": 4,
-    "decoder_steps": 2,
     "unet_steps": 2,
-    "unet2_steps": 2,
-    "unet3_steps": 2,
     "edges_steps": 2,
     "regions_steps": 2,
     "workers": 1,
@@ -133,25 +126,41 @@ def _gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
+def _shape_weighted_l1(recon: torch.Tensor, x: torch.Tensor, shape_weight: float) -> torch.Tensor:
+    """L1 with pixels that differ from the corner (background) colour weighted ``shape_weight``×.
+
+    Backgrounds cover ~85 % of the pixels; unweighted, the autoencoder learns them first and keeps
+    shapes desaturated (red and yellow decoded as orange, green as gray) for thousands of steps.
+    """
+    corner = x[..., :1, :1]
+    on_shape = ((x - corner).abs().amax(dim=1, keepdim=True) > 0.05).float()
+    weight = 1 + (shape_weight - 1) * on_shape
+    return ((recon - x).abs() * weight).mean() / weight.mean()
+
+
+def _color_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """MSE of 4×4-pixel means: flat colours must come back right, not just edges."""
+    return F.mse_loss(F.avg_pool2d(a, 4), F.avg_pool2d(b, 4))
+
+
 def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger):
-    """Stage 1: fit the ×4 autoencoder; crops keep it cheap and teach it every border position."""
+    """Stage 1: fit the ×4 autoencoder on whole 64×64 images."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 1])
     vae = build.build_vae().train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
-    size = images.shape[1]
     for step in range(cfg.ae_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.ae_lr * _lr_factor(step, cfg.ae_steps, warmup=min(50, cfg.ae_steps))
-        idx = rng.integers(len(images), size=cfg.ae_batch_size)
-        oy, ox = rng.integers(0, size - cfg.ae_crop + 1, size=2)
-        x = _to_unit(images[idx, oy : oy + cfg.ae_crop, ox : ox + cfg.ae_crop])
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        l1 = (recon - x).abs().mean()
+        x = _to_unit(images[rng.integers(len(images), size=cfg.ae_batch_size)])
+        z = vae.encode(x).latents
+        recon = vae.decode(z).sample
+        l1 = _shape_weighted_l1(recon, x, cfg.ae_shape_weight)
         grad = _gradient_l1(recon, x)
-        kl = posterior.kl().mean() / x[0].numel()
-        loss = l1 + grad + 1e-4 * kl
+        color = _color_mse(recon, x)
+        # Keeps latents well inside the decoder's soft clamp (tanh(z / 3) * 3).
+        size = z.pow(2).mean()
+        loss = l1 + grad + cfg.ae_color_weight * color + cfg.ae_latent_weight * size
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -163,59 +172,17 @@ def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger):
                 loss=loss.item(),
                 l1=l1.item(),
                 grad=grad.item(),
-                kl=kl.item(),
+                color=color.item(),
+                latent_rms=size.sqrt().item(),
             )
-    return vae.eval().requires_grad_(False)
-
-
-def finetune_decoder(cfg: TrainConfig, vae, images: np.ndarray, logger: Logger):
-    """Stage 1b: sharpen the decoder with the encoder frozen (as SD's ft-MSE VAE decoder was).
-
-    The latent space does not move, so the UNet and ControlNets trained on it stay valid. Latents
-    are cropped to 8×8 (32×32 pixels) to keep steps cheap; the gradient loss weighs more here
-    because corners and thin outlines are what the first stage blurred.
-    """
-    torch.manual_seed(cfg.seed + 5)
-    rng = np.random.default_rng([cfg.seed, 5])
-    vae.requires_grad_(False)
-    decoder_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in decoder_params:
-        p.requires_grad_(True)
-    vae.decoder.train()
-    opt = torch.optim.AdamW(decoder_params, lr=cfg.decoder_lr, weight_decay=0.0)
-    factor = images.shape[1] // 16  # pixels per latent cell
-    crop = cfg.ae_crop // factor
-    for step in range(cfg.decoder_steps):
-        for group in opt.param_groups:
-            group["lr"] = cfg.decoder_lr * _lr_factor(
-                step, cfg.decoder_steps, warmup=min(50, cfg.decoder_steps)
-            )
-        idx = rng.integers(len(images), size=cfg.ae_batch_size)
-        x = _to_unit(images[idx])
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mode()
-        oy, ox = rng.integers(0, z.shape[-1] - crop + 1, size=2)
-        z = z[..., oy : oy + crop, ox : ox + crop]
-        x = x[..., oy * factor : (oy + crop) * factor, ox * factor : (ox + crop) * factor]
-        recon = vae.decode(z).sample
-        l1 = (recon - x).abs().mean()
-        grad = _gradient_l1(recon, x)
-        loss = l1 + 2 * grad
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder_params, 1.0)
-        opt.step()
-        if step % 50 == 0 or step == cfg.decoder_steps - 1:
-            logger.log(stage="decoder", step=step, loss=loss.item(), l1=l1.item(), grad=grad.item())
     return vae.eval().requires_grad_(False)
 
 
 @torch.no_grad()
 def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Posterior means of all images (the autoencoder is frozen from here on)."""
+    """Latents of all images (the autoencoder is frozen from here on)."""
     out = [
-        vae.encode(_to_unit(images[i : i + batch])).latent_dist.mode()
-        for i in range(0, len(images), batch)
+        vae.encode(_to_unit(images[i : i + batch])).latents for i in range(0, len(images), batch)
     ]
     return torch.cat(out)
 
@@ -253,28 +220,15 @@ def train_unet(
     empty_ids: torch.Tensor,
     vocab: int,
     logger: Logger,
-    phase: int = 1,
-    init: tuple | None = None,
 ):
-    """Stage 2: UNet + text encoder on latents, dropping 10 % of captions for classifier-free guidance.
-
-    Phases 2 and 3 continue from the previous phase's EMA weights with a fresh, lower learning-rate
-    schedule; phases 1-2 use SD1.5's noise schedule, phase 3 moves the model to the shipped linear
-    one (see ``build.SCHEDULE``), on which the ControlNets are then trained.
-    """
-    steps, lr = {
-        1: (cfg.unet_steps, cfg.unet_lr),
-        2: (cfg.unet2_steps, cfg.unet2_lr),
-        3: (cfg.unet3_steps, cfg.unet3_lr),
-    }[phase]
-    torch.manual_seed(cfg.seed + 2 + 10 * (phase - 1))
-    rng = np.random.default_rng([cfg.seed, 2] if phase == 1 else [cfg.seed, 2, phase])
-    if init is None:
-        unet = build.build_unet().train()
-        text_encoder = build.build_text_encoder(vocab).train()
-    else:
-        unet, text_encoder = (m.train().requires_grad_(True) for m in init)
-    scheduler = build.train_scheduler(build.SCHEDULE if phase == 3 else build.PRETRAIN_SCHEDULE)
+    """Stage 2: UNet + text encoder from scratch on the shipped noise schedule (``build.SCHEDULE``),
+    dropping 10 % of captions for classifier-free guidance."""
+    steps, lr = cfg.unet_steps, cfg.unet_lr
+    torch.manual_seed(cfg.seed + 2)
+    rng = np.random.default_rng([cfg.seed, 2])
+    unet = build.build_unet().train()
+    text_encoder = build.build_text_encoder(vocab).train()
+    scheduler = build.train_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
@@ -296,9 +250,7 @@ def train_unet(
         ema_unet.update(unet)
         ema_text.update(text_encoder)
         if step % 50 == 0 or step == steps - 1:
-            logger.log(
-                stage="unet" if phase == 1 else f"unet_phase{phase}", step=step, loss=loss.item()
-            )
+            logger.log(stage="unet", step=step, loss=loss.item())
     return ema_unet.shadow, ema_text.shadow
 
 
@@ -363,18 +315,20 @@ def train_controlnet(
 def train(
     cfg: TrainConfig,
     out: pathlib.Path,
-    stages: tuple[str, ...] = ("ae", "decoder", "unet", "unet2", "unet3", "edges", "regions"),
+    stages: tuple[str, ...] = ("ae", "unet", "edges", "regions"),
 ) -> dict:
     """Run the requested stages into ``out`` and return per-stage wall times in seconds.
 
     Stages not requested are loaded from ``out`` (so a ControlNet can be retrained on the shipped
     base model). The base pipeline goes to ``out/base``, the ControlNets to ``out/controlnet_*``.
     """
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from diffusers import AutoencoderTiny, StableDiffusionPipeline
 
-    # One thread by default: on a shared 2-core machine two threads stall each other's barriers
-    # whenever another process runs (measured 4-8× slower steps); set TOY_TRAIN_THREADS=2 when idle.
-    torch.set_num_threads(int(os.environ.get("TOY_TRAIN_THREADS", "1")))
+    # Two threads by default (1.5× faster per UNet step than one on an idle 2-core machine). When
+    # other processes share the cores, set TOY_TRAIN_THREADS=1: two threads then stall on each
+    # other's barriers (measured 4-8× slower steps).
+    default_threads = min(2, os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("TOY_TRAIN_THREADS", default_threads)))
     torch.use_deterministic_algorithms(True, warn_only=True)
     out.mkdir(parents=True, exist_ok=True)
     logger = Logger(out / "train_log.jsonl")
@@ -393,9 +347,9 @@ def train(
         vae = train_autoencoder(cfg, data["image"], logger)
         times["autoencoder"] = time.time() - t0
     else:
-        vae = AutoencoderKL.from_pretrained(base / "vae").eval().requires_grad_(False)
+        vae = AutoencoderTiny.from_pretrained(base / "vae").eval().requires_grad_(False)
 
-    diffusion_stages = {"unet", "unet2", "unet3", "edges", "regions"} & set(stages)
+    diffusion_stages = {"unet", "edges", "regions"} & set(stages)
     latents = None
     if "ae" in stages or diffusion_stages:
         t0 = time.time()
@@ -411,11 +365,6 @@ def train(
             scaling_factor=vae.config.scaling_factor,
             seconds=round(times["encode_latents"], 1),
         )
-    if "decoder" in stages:
-        t0 = time.time()
-        vae = finetune_decoder(cfg, vae, data["image"], logger)
-        vae.save_pretrained(base / "vae", safe_serialization=True)
-        times["decoder"] = time.time() - t0
     if not diffusion_stages:
         times["total"] = sum(times.values())
         logger.log(stage="done", **{k: round(v, 1) for k, v in times.items()})
@@ -432,22 +381,6 @@ def train(
     else:
         pipe = StableDiffusionPipeline.from_pretrained(base)
         unet, text_encoder = pipe.unet, pipe.text_encoder
-    if "unet2" in stages and cfg.unet2_steps > 0:
-        t0 = time.time()
-        unet, text_encoder = train_unet(
-            cfg, latents, input_ids, empty_ids, len(tokenizer), logger, 2, (unet, text_encoder)
-        )
-        times["unet_phase2"] = time.time() - t0
-        pipe = build.assemble_pipeline(vae, text_encoder, tokenizer, unet)
-        pipe.save_pretrained(base, safe_serialization=True)
-    if "unet3" in stages and cfg.unet3_steps > 0:
-        t0 = time.time()
-        unet, text_encoder = train_unet(
-            cfg, latents, input_ids, empty_ids, len(tokenizer), logger, 3, (unet, text_encoder)
-        )
-        times["unet_phase3"] = time.time() - t0
-        pipe = build.assemble_pipeline(vae, text_encoder, tokenizer, unet)
-        pipe.save_pretrained(base, safe_serialization=True)
 
     nets = {
         "edges": (
@@ -493,8 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a few steps on a tiny dataset (CI)")
     parser.add_argument(
         "--stages",
-        default="ae,decoder,unet,unet2,unet3,edges,regions",
-        help="comma-separated subset of ae,decoder,unet,unet2,unet3,edges,regions",
+        default="ae,unet,edges,regions",
+        help="comma-separated subset of ae,unet,edges,regions",
     )
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument(
