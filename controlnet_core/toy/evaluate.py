@@ -37,7 +37,7 @@ from controlnet_core.toy.data import (
 
 EVAL_SEED = 1_000_003  # the training data uses seed 0: these samples are held out
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 1.5
+DEFAULT_GUIDANCE = 3.0
 _ALL_COLORS = {**BACKGROUND_COLORS, **SHAPE_COLORS}
 
 
