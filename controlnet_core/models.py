@@ -77,7 +77,7 @@ def make_scheduler(name: str, base_config: dict):
 
 @contextmanager
 def _quiet_diffusers():
-    """from_pipe logs a dtype-cast warning per component for every view; it is noise here."""
+    """Silence diffusers' expected warnings (from_pipe's per-component dtype casts, the toy VAE)."""
     from diffusers.utils import logging as diffusers_logging
 
     previous = diffusers_logging.get_verbosity()
@@ -211,7 +211,10 @@ class ModelManager:
             )
         _say(status, "Loading the toy model trained in this repo…")
         self._backend = "toy"
-        pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32)
+        # Its TAESD-class VAE makes diffusers warn about the type hint (AutoencoderKL) and about the
+        # `block_out_channels` AutoencoderTiny writes to its own config; both are expected.
+        with _quiet_diffusers():
+            pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32)
         return pipe.to(self.device), "toy:base"
 
     def _load_real_base(self, status: StatusCallback | None):
