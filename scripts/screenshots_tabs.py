@@ -105,7 +105,7 @@ def _picture_box(page, panel) -> dict:
 
 
 def shot_sketch(page, out: Path) -> None:
-    """Sketch tab: a house and a sun drawn with the mouse, then generated."""
+    """Sketch tab: a star and a circle drawn with the mouse (what the toy model knows), generated."""
     import math
 
     base.open_tab(page, "Sketch")
@@ -123,13 +123,15 @@ def shot_sketch(page, out: Path) -> None:
             page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=10)
         page.mouse.up()
 
-    line([(0.2, 0.85), (0.2, 0.5), (0.6, 0.5), (0.6, 0.85), (0.2, 0.85)])  # walls
-    line([(0.15, 0.52), (0.4, 0.28), (0.65, 0.52)])  # roof
-    line([(0.35, 0.85), (0.35, 0.68), (0.45, 0.68), (0.45, 0.85)])  # door
+    star = []
+    for k in range(11):  # five points, alternating outer and inner radius
+        radius, angle = (0.2 if k % 2 == 0 else 0.08), -math.pi / 2 + k * math.pi / 5
+        star.append((0.3 + radius * math.cos(angle), 0.45 + radius * math.sin(angle)))
+    line(star)
     line(
         [
-            (0.78 + 0.08 * math.cos(a / 8 * math.pi), 0.2 + 0.08 * math.sin(a / 8 * math.pi))
-            for a in range(17)
+            (0.72 + 0.14 * math.cos(a / 12 * math.pi), 0.62 + 0.14 * math.sin(a / 12 * math.pi))
+            for a in range(25)
         ]
     )
     page.wait_for_timeout(500)
