@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from controlnet_core.tiny import (
-    SD15_SCHEDULER_CONFIG,
+    frozen_components,
     randomize_control_outputs,
     tiny_components,
     tiny_tokenizer,
@@ -91,7 +91,7 @@ def sd15_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
     The weights are initialised directly on `device` (a GPU initialises 1 B parameters in a second; 2
     CPU cores take tens of seconds).
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = tiny_tokenizer()
@@ -102,18 +102,7 @@ def sd15_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
         vae = AutoencoderKL(**SD15_VAE_CONFIG)
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
-    for module in (unet, vae, text_encoder):
-        module.eval().requires_grad_(False)
-    return {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
-        "scheduler": UniPCMultistepScheduler.from_config(SD15_SCHEDULER_CONFIG),
-        "safety_checker": None,
-        "feature_extractor": None,
-        "image_encoder": None,
-    }
+    return frozen_components(unet, vae, text_encoder, tokenizer)
 
 
 def build(arch: str, device: str | torch.device, dtype: torch.dtype, seed: int = 0):

@@ -90,7 +90,7 @@ def tiny_components(seed: int = 0) -> dict:
 
     Seeded like diffusers' own `get_dummy_components`: `torch.manual_seed(seed)` before each model.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = tiny_tokenizer()
@@ -131,7 +131,14 @@ def tiny_components(seed: int = 0) -> dict:
         max_position_embeddings=77,
     )
     text_encoder = CLIPTextModel(text_config)
-    scheduler = UniPCMultistepScheduler.from_config(SD15_SCHEDULER_CONFIG)
+    return frozen_components(unet, vae, text_encoder, tokenizer)
+
+
+def frozen_components(unet, vae, text_encoder, tokenizer) -> dict:
+    """`StableDiffusionPipeline` keyword arguments: the models in eval mode without gradients, a
+    UniPC scheduler on SD1.5's schedule, and no safety checker."""
+    from diffusers import UniPCMultistepScheduler
+
     for module in (unet, vae, text_encoder):
         module.eval().requires_grad_(False)
     return {
@@ -139,7 +146,7 @@ def tiny_components(seed: int = 0) -> dict:
         "vae": vae,
         "text_encoder": text_encoder,
         "tokenizer": tokenizer,
-        "scheduler": scheduler,
+        "scheduler": UniPCMultistepScheduler.from_config(SD15_SCHEDULER_CONFIG),
         "safety_checker": None,
         "feature_extractor": None,
         "image_encoder": None,

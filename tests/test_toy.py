@@ -108,3 +108,26 @@ def test_shipped_controlnet_follows_the_drawing(kind):
     print(f"{kind}: edge F1 {with_control:.3f} with control, {without:.3f} at strength 0")
     assert with_control > 0.5
     assert with_control > 2 * without
+
+
+def test_score_batch_checks_colours_per_shape_and_background():
+    from controlnet_core.toy.data import SHAPE_COLORS
+    from controlnet_core.toy.evaluate import score_batch
+
+    samples = [generate_sample(11, i) for i in range(12)]
+    truth = score_batch(np.stack([s.image for s in samples]), samples, "canny")
+    assert all(truth["color_hits"]) and all(truth["background"])
+    assert len(truth["one"]) + len(truth["several"]) == len(truth["color_hits"])
+    assert min(truth["f1"]) > 0.95
+
+    # Repaint every shape in a colour its caption does not name: every shape misses, the
+    # background still hits.
+    repainted = []
+    for s in samples:
+        image = s.image.copy()
+        for spec, mask in zip(s.shapes, s.masks, strict=True):
+            other = next(c for c in SHAPE_COLORS if c not in (spec.color, s.background))
+            image[mask] = SHAPE_COLORS[other]
+        repainted.append(image)
+    wrong = score_batch(np.stack(repainted), samples, "canny")
+    assert not any(wrong["color_hits"]) and all(wrong["background"])

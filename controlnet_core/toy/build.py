@@ -145,10 +145,10 @@ def build_vae() -> AutoencoderTiny:
     """×4 down-sampling autoencoder: 64×64×3 images <-> 16×16×4 latents (TAESD's architecture).
 
     Not AutoencoderKL: its group norms normalise each image's features by that image's statistics,
-    so a tiny one codes a shape's colour relative to its background. Trained as long as this one,
-    it decoded red, orange and yellow shapes on gray all as orange and 40-60 % of shape colours
-    wrong; this norm-free, fully convolutional coder gets most of them right at a third of the
-    cost per step, and coding a crop or a whole image the same way.
+    so a tiny one codes a shape's colour relative to its background (the previous toy VAE decoded
+    red, orange and yellow squares on gray all as orange). With the same losses and 700 steps a KL
+    autoencoder round-tripped 43 % of held-out shape colours, this norm-free one 81 %, at half the
+    cost per step; after its 2500 steps, 100 %.
     """
     return AutoencoderTiny(
         in_channels=3,

@@ -135,14 +135,8 @@ def autoencoder_ceiling(vae, samples) -> tuple[float, float]:
     with torch.no_grad():
         recon = vae.decode(vae.encode(x).latents).sample
     recon_u8 = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    f1 = np.mean(
-        [
-            edge_f1(canny_map(r)[:, :, 0] > 0, s.canny[:, :, 0] > 0)
-            for r, s in zip(recon_u8, samples, strict=True)
-        ]
-    )
-    colors = score_batch(recon_u8, samples, "canny")["color_hits"]
-    return float(f1), float(np.mean(colors))
+    scores = score_batch(recon_u8, samples, "canny")
+    return float(np.mean(scores["f1"])), float(np.mean(scores["color_hits"]))
 
 
 def evaluate(
