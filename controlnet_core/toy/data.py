@@ -1,6 +1,6 @@
 """Synthetic training data for the toy models: coloured shapes, captions and control maps.
 
-Every sample is a deterministic function of ``(seed, index)``: 1–3 non-overlapping shapes (circle,
+Every sample is a deterministic function of ``(seed, index)``: 1–3 non-overlapping shapes of different kinds (circle,
 square, triangle, star) of varied size, position and rotation on a plain coloured background, drawn
 4× super-sampled and box-filtered to 64×64 so edges are antialiased the same way in training and
 evaluation. Each sample carries its caption ("a red star and a blue circle on a white background"),
@@ -134,8 +134,12 @@ def _render_mask(spec: ShapeSpec, size: int) -> Image.Image:
 def _sample_shapes(rng: np.random.Generator, background: str) -> list[ShapeSpec]:
     count = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
     colors = [c for c in SHAPE_COLORS if SHAPE_COLORS[c] != BACKGROUND_COLORS[background]]
+    # Different kinds in one image: in "a red star and a blue star" nothing says which star is red,
+    # so such captions cannot be followed and teach the model that a shape's kind does not predict
+    # its colour.
+    kinds = [str(k) for k in rng.permutation(SHAPES)[:count]]
     shapes: list[ShapeSpec] = []
-    for _ in range(count):
+    for kind in kinds:
         for _attempt in range(30):
             radius = float(rng.uniform(7, 22 if count == 1 else 15))
             margin = radius * 1.15 + 1.5
@@ -149,7 +153,7 @@ def _sample_shapes(rng: np.random.Generator, background: str) -> list[ShapeSpec]
             continue
         shapes.append(
             ShapeSpec(
-                kind=str(rng.choice(SHAPES)),
+                kind=kind,
                 color=str(rng.choice(colors)),
                 cx=cx,
                 cy=cy,

@@ -3,8 +3,9 @@
 Stages, as in the ControlNet paper scaled down:
 1. autoencoder (TAESD's architecture) on whole images: L1 with shape pixels weighted up, an
    image-gradient L1, an MSE of 4×4-pixel mean colours and a small penalty on the latents' size;
-2. UNet + text encoder on the precomputed latents (epsilon prediction, the shipped linear noise
-   schedule, 10 % of captions dropped so classifier-free guidance works, min-SNR loss weighting, EMA);
+2. UNet + text encoder on the precomputed latents (v-prediction, the shipped linear noise
+   schedule, 10 % of captions dropped so classifier-free guidance works, min-SNR loss weights with
+   a floor at high noise, EMA);
 3. ControlNets (``ControlNetModel.from_unet``: a trainable copy of the encoder joined by zero
    convolutions) with the base model frozen and 50 % of the prompts dropped: ``controlnet_edges``
    on a mix of canny maps and scribble strokes, optionally ``controlnet_regions`` on region maps.
@@ -198,14 +199,25 @@ def _tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
 
 
 def _noisy_batch(scheduler, latents: torch.Tensor, gamma: float):
-    """Sample timesteps and noise; return noisy latents, targets and min-SNR loss weights."""
+    """Sample timesteps and noise; return noisy latents, the prediction target and loss weights.
+
+    For v-prediction the weights make the loss ``(min(SNR, gamma) + 1) * |x0 error|^2``:
+    min-SNR-gamma's cap on the nearly clean timesteps plus a floor of 1 where the image is almost
+    pure noise. Plain min-SNR weighting (kept for epsilon prediction) weighs those timesteps ~SNR
+    (0.0001 at t=999), so the model never learns which shape gets which colour there, and that is
+    where sampling commits to the colours.
+    """
     noise = torch.randn_like(latents)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
     noisy = scheduler.add_noise(latents, noise, t)
     alphas = scheduler.alphas_cumprod[t]
     snr = alphas / (1 - alphas)
-    weight = torch.clamp(snr, max=gamma) / snr
-    return noisy, noise, t, weight
+    capped = torch.clamp(snr, max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        # |v error|^2 = (SNR + 1) |x0 error|^2
+        return noisy, scheduler.get_velocity(latents, noise, t), t, (capped + 1) / (snr + 1)
+    # |epsilon error|^2 = SNR |x0 error|^2
+    return noisy, noise, t, capped / snr
 
 
 def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -239,10 +251,10 @@ def train_unet(
         ids = input_ids[idx].clone()
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
         ids[drop] = empty_ids
-        noisy, noise, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
+        noisy, target, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
         hidden = text_encoder(ids)[0]
         pred = unet(noisy, t, hidden).sample
-        loss = _weighted_mse(pred, noise, weight)
+        loss = _weighted_mse(pred, target, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -290,7 +302,7 @@ def train_controlnet(
         ids = input_ids[idx].clone()
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.controlnet_caption_dropout)
         ids[drop] = empty_ids
-        noisy, noise, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
+        noisy, target, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
         with torch.no_grad():
             hidden = text_encoder(ids)[0]
         down, mid = controlnet(noisy, t, hidden, controlnet_cond=cond_t, return_dict=False)
@@ -301,7 +313,7 @@ def train_controlnet(
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
         ).sample
-        loss = _weighted_mse(pred, noise, weight)
+        loss = _weighted_mse(pred, target, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
