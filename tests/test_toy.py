@@ -32,6 +32,47 @@ def test_samples_are_deterministic_and_well_formed():
     assert not np.array_equal(generate_sample(7, 4).image, a.image)
 
 
+def test_shapes_in_one_image_are_of_different_kinds():
+    # "a red star and a blue star" would not say which star is red.
+    samples = [generate_sample(3, i) for i in range(200)]
+    several = [s for s in samples if len(s.shapes) > 1]
+    assert len(several) > 80 and any(len(s.shapes) == 3 for s in several)
+    for s in several:
+        kinds = [spec.kind for spec in s.shapes]
+        assert len(set(kinds)) == len(kinds), s.caption
+        assert all(f"{spec.color} {spec.kind}" in s.caption for spec in s.shapes)
+
+
+def test_noisy_batch_targets_and_weights():
+    import torch
+
+    from controlnet_core.toy import build
+    from controlnet_core.toy.train import _noisy_batch
+
+    torch.manual_seed(0)
+    latents = torch.randn(64, 4, 16, 16)
+    gamma = 5.0
+    for prediction in ("v_prediction", "epsilon"):
+        scheduler = build.train_scheduler({**build.SCHEDULE, "prediction_type": prediction})
+        torch.manual_seed(1)
+        noisy, target, t, weight = _noisy_batch(scheduler, latents, gamma)
+        torch.manual_seed(1)
+        noise = torch.randn_like(latents)
+        assert torch.equal(t, torch.randint(0, 1000, (64,)))
+        alphas = scheduler.alphas_cumprod[t]
+        snr = alphas / (1 - alphas)
+        assert torch.allclose(noisy, scheduler.add_noise(latents, noise, t))
+        if prediction == "v_prediction":
+            assert torch.allclose(target, scheduler.get_velocity(latents, noise, t))
+            x0_weight = weight * (snr + 1)  # |v error|^2 = (SNR + 1) |x0 error|^2
+        else:
+            assert torch.equal(target, noise)
+            x0_weight = weight * snr  # |epsilon error|^2 = SNR |x0 error|^2
+        # min-SNR-5 in x0 terms: capped on nearly clean latents, ~SNR where they are almost noise.
+        assert torch.allclose(x0_weight, torch.clamp(snr, max=gamma), rtol=1e-4)
+        assert x0_weight.max() <= gamma + 1e-4 and x0_weight.min() < 0.01
+
+
 def test_edge_f1_bounds():
     edges = np.zeros((32, 32), bool)
     edges[10, 5:25] = True
@@ -79,6 +120,7 @@ def test_smoke_training_writes_loadable_weights(tmp_path):
 
     base = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
     assert type(base.scheduler).__name__ == "UniPCMultistepScheduler"
+    assert base.scheduler.config.prediction_type == "epsilon"
     net = ControlNetModel.from_pretrained(tmp_path / "controlnet_edges")
     pipe = StableDiffusionControlNetPipeline.from_pipe(base, controlnet=net, vae=base.vae)
     pipe.set_progress_bar_config(disable=True)

@@ -32,16 +32,12 @@ MAX_TOKENS = 77
 # lifts its SNR to ~1), so a model trained on it takes background and shape colours from the
 # starting noise instead of the prompt. With beta_end=0.02 that SNR falls to ~0.01 and colours
 # follow the text.
-# v-prediction (as in SD 2): near t=999 an epsilon model's output hardly depends on the image
-# (x0 enters it scaled by sqrt(SNR) ~ 0.01), so the colours the sampler commits to there come out
-# of a division of small errors by sqrt(alpha_bar). A v model predicts the image's colours there
-# directly, and the training loss weighs them (see train._noisy_batch).
 SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_start": 0.0001,
     "beta_end": 0.02,
     "beta_schedule": "linear",
-    "prediction_type": "v_prediction",
+    "prediction_type": "epsilon",
     "steps_offset": 1,
 }
 

@@ -3,9 +3,8 @@
 Stages, as in the ControlNet paper scaled down:
 1. autoencoder (TAESD's architecture) on whole images: L1 with shape pixels weighted up, an
    image-gradient L1, an MSE of 4×4-pixel mean colours and a small penalty on the latents' size;
-2. UNet + text encoder on the precomputed latents (v-prediction, the shipped linear noise
-   schedule, 10 % of captions dropped so classifier-free guidance works, min-SNR loss weights with
-   a floor at high noise, EMA);
+2. UNet + text encoder on the precomputed latents (epsilon prediction, the shipped linear noise
+   schedule, 10 % of captions dropped so classifier-free guidance works, min-SNR loss weighting, EMA);
 3. ControlNets (``ControlNetModel.from_unet``: a trainable copy of the encoder joined by zero
    convolutions) with the base model frozen and 50 % of the prompts dropped: ``controlnet_edges``
    on a mix of canny maps and scribble strokes, optionally ``controlnet_regions`` on region maps.
@@ -199,14 +198,8 @@ def _tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
 
 
 def _noisy_batch(scheduler, latents: torch.Tensor, gamma: float):
-    """Sample timesteps and noise; return noisy latents, the prediction target and loss weights.
-
-    For v-prediction the weights make the loss ``(min(SNR, gamma) + 1) * |x0 error|^2``:
-    min-SNR-gamma's cap on the nearly clean timesteps plus a floor of 1 where the image is almost
-    pure noise. Plain min-SNR weighting (kept for epsilon prediction) weighs those timesteps ~SNR
-    (0.0001 at t=999), so the model never learns which shape gets which colour there, and that is
-    where sampling commits to the colours.
-    """
+    """Sample timesteps and noise; return noisy latents, the prediction target and min-SNR-gamma
+    loss weights (``min(SNR, gamma) * |x0 error|^2``, whichever the scheduler's prediction type)."""
     noise = torch.randn_like(latents)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
     noisy = scheduler.add_noise(latents, noise, t)
@@ -215,7 +208,7 @@ def _noisy_batch(scheduler, latents: torch.Tensor, gamma: float):
     capped = torch.clamp(snr, max=gamma)
     if scheduler.config.prediction_type == "v_prediction":
         # |v error|^2 = (SNR + 1) |x0 error|^2
-        return noisy, scheduler.get_velocity(latents, noise, t), t, (capped + 1) / (snr + 1)
+        return noisy, scheduler.get_velocity(latents, noise, t), t, capped / (snr + 1)
     # |epsilon error|^2 = SNR |x0 error|^2
     return noisy, noise, t, capped / snr
 
