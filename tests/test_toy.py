@@ -173,3 +173,37 @@ def test_score_batch_checks_colours_per_shape_and_background():
         repainted.append(image)
     wrong = score_batch(np.stack(repainted), samples, "canny")
     assert not any(wrong["color_hits"]) and all(wrong["background"])
+
+
+@pytest.mark.skipif(
+    not SHIPPED, reason="toy weights not trained yet: run python -m controlnet_core.toy.train"
+)
+def test_shipped_model_paints_a_lone_shape_in_the_prompt_colour():
+    import dataclasses
+
+    from controlnet_core.toy.data import make_caption
+    from controlnet_core.toy.evaluate import EVAL_SEED, generate, load_pipelines, score_batch
+
+    _, pipe = load_pipelines()
+    lone = [s for s in (generate_sample(EVAL_SEED, i) for i in range(40)) if len(s.shapes) == 1]
+    samples = lone[:6]
+    # The same edges with another colour named: the shape must follow the words, not the outline.
+    recoloured = []
+    for s in samples:
+        other = next(c for c in ("green", "purple", "orange") if c != s.shapes[0].color)
+        shapes = [dataclasses.replace(s.shapes[0], color=other)]
+        if other != s.background:
+            recoloured.append(
+                dataclasses.replace(s, shapes=shapes, caption=make_caption(shapes, s.background))
+            )
+    for batch in (samples, recoloured):
+        images = generate(
+            pipe,
+            [s.caption for s in batch],
+            [s.canny for s in batch],
+            list(range(len(batch))),
+        )
+        scores = score_batch(images, batch, "canny")
+        assert np.mean(scores["color_hits"]) >= 5 / 6, [s.caption for s in batch]
+        assert all(scores["background"])
+    assert len(recoloured) >= 5
