@@ -1,12 +1,12 @@
 """Synthetic training data for the toy models: coloured shapes, captions and control maps.
 
-Every sample is a deterministic function of ``(seed, index)``: 1–3 non-overlapping shapes of different kinds (circle,
-square, triangle, star) of varied size, position and rotation on a plain coloured background, drawn
-4× super-sampled and box-filtered to 64×64 so edges are antialiased the same way in training and
-evaluation. Each sample carries its caption ("a red star and a blue circle on a white background"),
-per-shape masks, and three control maps in the SD1.5 ControlNet convention (white on black):
-canny edges of the image, hand-drawn-like strokes along the outlines (wobbly, 0.5–4 px wide at 64 px,
-i.e. 1–8 px on a 128-px canvas) and ADE20K-style region maps.
+Every sample is a deterministic function of ``(seed, index)``: 1–3 non-overlapping shapes of
+different kinds (circle, square, triangle, star) of varied size, position and rotation on a plain
+coloured background, drawn 4× super-sampled and box-filtered to 64×64 so edges are antialiased the
+same way in training and evaluation. Each sample carries its caption ("a red star and a blue circle
+on a white background"), per-shape masks, and three control maps in the SD1.5 ControlNet convention
+(white on black): canny edges of the image, hand-drawn-like strokes along the outlines (wobbly,
+0.5–4 px wide at 64 px, i.e. 1–8 px on a 128-px canvas) and ADE20K-style region maps.
 """
 
 from __future__ import annotations
