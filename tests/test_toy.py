@@ -135,6 +135,85 @@ def test_smoke_training_writes_loadable_weights(tmp_path):
     assert out.shape == (1, TOY_RESOLUTION, TOY_RESOLUTION, 3) and np.isfinite(out).all()
 
 
+def test_unlocked_decoder_trains_only_the_decoder(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from controlnet_core.toy import train
+
+    train.main(["--smoke", "--out", str(tmp_path), "--stages", "ae,unet"])
+    weights = tmp_path / "base" / "unet" / "diffusion_pytorch_model.safetensors"
+    locked = load_file(weights)
+    shutil.copytree(tmp_path / "base", tmp_path / "base_locked")
+    train.main(
+        [
+            "--smoke",
+            "--out",
+            str(tmp_path),
+            "--stages",
+            "edges",
+            "--decoder-lr",
+            "1e-2",
+            "--controlnet-attention-16",
+            "true",
+        ]
+    )
+    unlocked = load_file(weights)
+    changed = {k for k in locked if not torch_equal(locked[k], unlocked[k])}
+    decoder = ("up_blocks.", "conv_norm_out.", "conv_out.")
+    assert changed and all(k.startswith(decoder) for k in changed)
+    assert any(k.startswith("up_blocks.0.attentions.") for k in changed)
+    # The encoder and the middle block, which the ControlNet copies, stay frozen.
+    assert all(torch_equal(locked[k], unlocked[k]) for k in locked if not k.startswith(decoder))
+    net = json.loads((tmp_path / "controlnet_edges" / "config.json").read_text())
+    assert net["down_block_types"] == ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+
+    # Both ControlNets against one decoder that each would change: refused before any training.
+    with pytest.raises(ValueError, match="one ControlNet at a time"):
+        train.main(
+            ["--smoke", "--out", str(tmp_path), "--stages", "edges,regions"]
+            + ["--decoder-lr", "1e-3"]
+        )
+    with pytest.raises(SystemExit):
+        train.main(["--smoke", "--controlnet-attention-16", "maybe"])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_controlnet_with_attention_at_16_copies_the_unet_encoder():
+    import torch
+
+    from controlnet_core.toy import build
+
+    torch.manual_seed(0)
+    unet = build.build_unet()
+    plain, wide = build.build_controlnet(unet), build.build_controlnet(unet, attention_16=True)
+    assert not hasattr(plain.down_blocks[0], "attentions")
+    assert len(wide.down_blocks[0].attentions) == 1
+    # Everything the paper's copy takes from the UNet is the UNet's; only the new layers are not.
+    copied = ("conv_in.", "time_embedding.", "down_blocks.", "mid_block.")
+    unet_weights, wide_weights = unet.state_dict(), wide.state_dict()
+    new_layers = {k for k in wide_weights if k not in unet_weights}
+    assert new_layers and all(
+        k.startswith("down_blocks.0.attentions.") for k in new_layers if k.startswith(copied)
+    )
+    for name, value in wide_weights.items():
+        if name.startswith(copied) and name not in new_layers:
+            assert torch.equal(value, unet_weights[name]), name
+    x, hidden = torch.randn(2, 4, 16, 16), torch.randn(2, 77, build.TEXT_HIDDEN)
+    cond = torch.rand(2, 3, TOY_RESOLUTION, TOY_RESOLUTION)
+    down_a, mid_a = plain(x, 10, hidden, controlnet_cond=cond, return_dict=False)
+    down_b, mid_b = wide(x, 10, hidden, controlnet_cond=cond, return_dict=False)
+    assert [d.shape for d in down_a] == [d.shape for d in down_b] and mid_a.shape == mid_b.shape
+    # Zero convolutions: a new ControlNet adds nothing, whatever its attention does inside.
+    assert all(not d.any() for d in down_b) and not mid_b.any()
+
+
 @pytest.mark.skipif(
     not SHIPPED, reason="toy weights not trained yet: run python -m controlnet_core.toy.train"
 )

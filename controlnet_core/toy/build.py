@@ -181,12 +181,24 @@ def build_unet() -> UNet2DConditionModel:
     )
 
 
-def build_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
+def build_controlnet(unet: UNet2DConditionModel, attention_16: bool = False) -> ControlNetModel:
     """Trainable copy of the UNet encoder joined by zero convolutions (the paper's construction).
 
     Two stride-2 convolutions in the conditioning embedding bring 64-px maps to the 16-px latents.
+    ``attention_16`` gives the copy's 16×16 block cross-attention too (new, randomly initialised
+    layers; every other weight is copied from the UNet): there the copy can see which outline is
+    which shape and tie each one to its words in the prompt.
     """
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64))
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64))
+    if not attention_16:
+        return net
+    config = dict(net.config)
+    config["down_block_types"] = ("CrossAttnDownBlock2D",) + tuple(config["down_block_types"][1:])
+    wide = ControlNetModel.from_config(config)
+    missing, unexpected = wide.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("down_blocks.0.attentions.") for key in missing):
+        raise RuntimeError(f"ControlNet copy mismatch: {missing=} {unexpected=}")
+    return wide
 
 
 def train_scheduler(schedule: dict | None = None) -> DDPMScheduler:

@@ -6,8 +6,10 @@ Stages, as in the ControlNet paper scaled down:
 2. UNet + text encoder on the precomputed latents (epsilon prediction, the shipped linear noise
    schedule, 10 % of captions dropped so classifier-free guidance works, min-SNR loss weighting, EMA);
 3. ControlNets (``ControlNetModel.from_unet``: a trainable copy of the encoder joined by zero
-   convolutions) with the base model frozen and 50 % of the prompts dropped: ``controlnet_edges``
-   on a mix of canny maps and scribble strokes, optionally ``controlnet_regions`` on region maps.
+   convolutions) with 50 % of the prompts dropped: ``controlnet_edges`` on a mix of canny maps and
+   scribble strokes, optionally ``controlnet_regions`` on region maps. The UNet encoder and middle
+   stay frozen; its decoder trains along at a lower rate, as the official ControlNet does with
+   ``sd_locked=False``, on controlled samples and a quarter of plain ones.
 
 ``python -m controlnet_core.toy.train`` reproduces the shipped weights; ``--smoke`` runs a few steps
 on a tiny dataset (what CI runs). Losses go to ``<out>/train_log.jsonl`` and stdout.
@@ -52,6 +54,14 @@ class TrainConfig:
     regions_steps: int = 0
     controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
+    # Cross-attention in the ControlNet's 16×16 block too (``build.build_controlnet``).
+    controlnet_attention_16: bool = False
+    # The official ControlNet's ``sd_locked=False``: also train the UNet decoder (up blocks and
+    # output layers) with the ControlNet, at this learning rate (0 keeps the base model locked).
+    decoder_lr: float = 3e-4
+    # Share of ControlNet-stage samples trained without the ControlNet while the decoder is
+    # unlocked, so the base model stays a good plain text-to-image model (strength 0).
+    decoder_plain_fraction: float = 0.25
     scribble_fraction: float = 0.5
     ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
@@ -143,16 +153,16 @@ def _color_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(F.avg_pool2d(a, 4), F.avg_pool2d(b, 4))
 
 
-def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger):
+def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger, device="cpu"):
     """Stage 1: fit the ×4 autoencoder on whole 64×64 images."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 1])
-    vae = build.build_vae().train()
+    vae = build.build_vae().to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
     for step in range(cfg.ae_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.ae_lr * _lr_factor(step, cfg.ae_steps, warmup=min(50, cfg.ae_steps))
-        x = _to_unit(images[rng.integers(len(images), size=cfg.ae_batch_size)])
+        x = _to_unit(images[rng.integers(len(images), size=cfg.ae_batch_size)]).to(device)
         z = vae.encode(x).latents
         recon = vae.decode(z).sample
         l1 = _shape_weighted_l1(recon, x, cfg.ae_shape_weight)
@@ -180,9 +190,11 @@ def train_autoencoder(cfg: TrainConfig, images: np.ndarray, logger: Logger):
 
 @torch.no_grad()
 def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Latents of all images (the autoencoder is frozen from here on)."""
+    """Latents of all images, on the autoencoder's device (it is frozen from here on)."""
+    device = next(vae.parameters()).device
     out = [
-        vae.encode(_to_unit(images[i : i + batch])).latents for i in range(0, len(images), batch)
+        vae.encode(_to_unit(images[i : i + batch]).to(device)).latents
+        for i in range(0, len(images), batch)
     ]
     return torch.cat(out)
 
@@ -202,8 +214,9 @@ def _noisy_batch(scheduler, latents: torch.Tensor, gamma: float):
     loss weights (``min(SNR, gamma) * |x0 error|^2``, whichever the scheduler's prediction type)."""
     noise = torch.randn_like(latents)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
+    t = t.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
-    alphas = scheduler.alphas_cumprod[t]
+    alphas = scheduler.alphas_cumprod.to(latents.device)[t]
     snr = alphas / (1 - alphas)
     capped = torch.clamp(snr, max=gamma)
     if scheduler.config.prediction_type == "v_prediction":
@@ -231,8 +244,9 @@ def train_unet(
     steps, lr = cfg.unet_steps, cfg.unet_lr
     torch.manual_seed(cfg.seed + 2)
     rng = np.random.default_rng([cfg.seed, 2])
-    unet = build.build_unet().train()
-    text_encoder = build.build_text_encoder(vocab).train()
+    device = latents.device
+    unet = build.build_unet().to(device).train()
+    text_encoder = build.build_text_encoder(vocab).to(device).train()
     scheduler = build.train_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -244,8 +258,10 @@ def train_unet(
         ids = input_ids[idx].clone()
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
         ids[drop] = empty_ids
-        noisy, target, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
-        hidden = text_encoder(ids)[0]
+        noisy, target, t, weight = _noisy_batch(
+            scheduler, latents[idx.to(device)], cfg.min_snr_gamma
+        )
+        hidden = text_encoder(ids.to(device))[0]
         pred = unet(noisy, t, hidden).sample
         loss = _weighted_mse(pred, target, weight)
         opt.zero_grad(set_to_none=True)
@@ -257,6 +273,13 @@ def train_unet(
         if step % 50 == 0 or step == steps - 1:
             logger.log(stage="unet", step=step, loss=loss.item())
     return ema_unet.shadow, ema_text.shadow
+
+
+def decoder_parameters(unet) -> list[torch.nn.Parameter]:
+    """The UNet decoder as the official ControlNet unlocks it (``sd_locked=False``): the up blocks
+    and the output layers; the encoder and the middle block stay frozen."""
+    modules = [unet.up_blocks, unet.conv_norm_out, unet.conv_out]
+    return [p for m in modules for p in m.parameters()]
 
 
 def train_controlnet(
@@ -272,33 +295,59 @@ def train_controlnet(
     control_weights: list[float],
     logger: Logger,
 ):
-    """Stage 3: train a ControlNet copy of the frozen UNet; half of the prompts are dropped (paper)."""
+    """Stage 3: train a ControlNet copy of the frozen UNet; half of the prompts are dropped (paper).
+
+    With ``cfg.decoder_lr > 0`` the UNet decoder trains too (``decoder_parameters``), on
+    controlled samples and, for ``cfg.decoder_plain_fraction`` of them, on plain ones (ControlNet
+    output left out) so strength 0 stays a good plain model. Returns ``(controlnet, unet)``: EMA
+    weights; ``unet`` is the one passed in unless the decoder was unlocked.
+    """
     seed_offset = {"edges": 3, "regions": 4}[name]
     torch.manual_seed(cfg.seed + seed_offset)
     rng = np.random.default_rng([cfg.seed, seed_offset])
+    device = latents.device
     unet.requires_grad_(False).eval()
     text_encoder.requires_grad_(False).eval()
-    controlnet = build.build_controlnet(unet).train()
+    controlnet = build.build_controlnet(unet, cfg.controlnet_attention_16).to(device).train()
     scheduler = build.train_scheduler()
-    opt = torch.optim.AdamW(controlnet.parameters(), lr=cfg.controlnet_lr, weight_decay=0.01)
+    groups = [{"params": list(controlnet.parameters()), "base_lr": cfg.controlnet_lr}]
+    unlocked = cfg.decoder_lr > 0
+    if unlocked:
+        unet = copy.deepcopy(unet)
+        decoder = decoder_parameters(unet)
+        for param in decoder:
+            param.requires_grad_(True)
+        unet.train()
+        groups.append({"params": decoder, "base_lr": cfg.decoder_lr})
+        ema_unet = EMA(unet, cfg.ema_decay)
+    trainable = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=cfg.controlnet_lr, weight_decay=0.01)
     ema = EMA(controlnet, cfg.ema_decay)
     for step in range(steps):
+        factor = _lr_factor(step, steps, warmup=min(100, steps))
         for group in opt.param_groups:
-            group["lr"] = cfg.controlnet_lr * _lr_factor(step, steps, warmup=min(100, steps))
+            group["lr"] = group["base_lr"] * factor
         idx_np = rng.integers(len(latents), size=cfg.batch_size)
         idx = torch.from_numpy(idx_np)
         source = rng.choice(len(controls), size=cfg.batch_size, p=control_weights)
         cond = np.stack([controls[s][i] for s, i in zip(source, idx_np, strict=True)])
         if cond.ndim == 3:
             cond = np.repeat(cond[..., None], 3, axis=3)
-        cond_t = torch.from_numpy(cond).permute(0, 3, 1, 2).float() / 255.0
+        cond_t = torch.from_numpy(cond).permute(0, 3, 1, 2).float().to(device) / 255.0
         ids = input_ids[idx].clone()
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.controlnet_caption_dropout)
         ids[drop] = empty_ids
-        noisy, target, t, weight = _noisy_batch(scheduler, latents[idx], cfg.min_snr_gamma)
+        noisy, target, t, weight = _noisy_batch(
+            scheduler, latents[idx.to(device)], cfg.min_snr_gamma
+        )
         with torch.no_grad():
-            hidden = text_encoder(ids)[0]
+            hidden = text_encoder(ids.to(device))[0]
         down, mid = controlnet(noisy, t, hidden, controlnet_cond=cond_t, return_dict=False)
+        if unlocked:
+            plain = rng.random(cfg.batch_size) < cfg.decoder_plain_fraction
+            keep = torch.from_numpy(~plain).float().to(device).view(-1, 1, 1, 1)
+            down = [d * keep for d in down]
+            mid = mid * keep
         pred = unet(
             noisy,
             t,
@@ -309,24 +358,37 @@ def train_controlnet(
         loss = _weighted_mse(pred, target, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         ema.update(controlnet)
+        if unlocked:
+            ema_unet.update(unet)
         if step % 50 == 0 or step == steps - 1:
             logger.log(stage=f"controlnet_{name}", step=step, loss=loss.item())
-    return ema.shadow
+    if unlocked:
+        return ema.shadow, ema_unet.shadow
+    return ema.shadow, unet
 
 
 def train(
     cfg: TrainConfig,
     out: pathlib.Path,
     stages: tuple[str, ...] = ("ae", "unet", "edges", "regions"),
+    device: str = "cpu",
 ) -> dict:
     """Run the requested stages into ``out`` and return per-stage wall times in seconds.
 
     Stages not requested are loaded from ``out`` (so a ControlNet can be retrained on the shipped
     base model). The base pipeline goes to ``out/base``, the ControlNets to ``out/controlnet_*``.
+    The shipped weights come from ``device="cpu"``; another device runs the same steps with other
+    random numbers and kernels, so its weights differ.
     """
+    trained_nets = [n for n in ("edges", "regions") if n in stages and _steps(cfg, n) > 0]
+    if cfg.decoder_lr > 0 and len(trained_nets) > 1:
+        raise ValueError(
+            "decoder_lr > 0 changes the base UNet, which every ControlNet is trained against: "
+            f"train one ControlNet at a time with it (got {', '.join(trained_nets)})"
+        )
     from diffusers import AutoencoderTiny, StableDiffusionPipeline
 
     # Two threads by default (1.5× faster per UNet step than one on an idle 2-core machine). When
@@ -337,7 +399,7 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     out.mkdir(parents=True, exist_ok=True)
     logger = Logger(out / "train_log.jsonl")
-    logger.log(stage="config", **dataclasses.asdict(cfg))
+    logger.log(stage="config", device=device, **dataclasses.asdict(cfg))
     times: dict[str, float] = {}
 
     t0 = time.time()
@@ -349,10 +411,11 @@ def train(
     tokenizer = build.build_tokenizer(base / "tokenizer")
     if "ae" in stages:
         t0 = time.time()
-        vae = train_autoencoder(cfg, data["image"], logger)
+        vae = train_autoencoder(cfg, data["image"], logger, device)
         times["autoencoder"] = time.time() - t0
     else:
-        vae = AutoencoderTiny.from_pretrained(base / "vae").eval().requires_grad_(False)
+        vae = AutoencoderTiny.from_pretrained(base / "vae").to(device)
+        vae.eval().requires_grad_(False)
 
     diffusion_stages = {"unet", "edges", "regions"} & set(stages)
     latents = None
@@ -375,8 +438,8 @@ def train(
         logger.log(stage="done", **{k: round(v, 1) for k, v in times.items()})
         return times
 
-    input_ids = _tokenize(tokenizer, data["caption"])
-    empty_ids = _tokenize(tokenizer, [""])[0]
+    input_ids = _tokenize(tokenizer, data["caption"]).to(device)
+    empty_ids = _tokenize(tokenizer, [""])[0].to(device)
     if "unet" in stages:
         t0 = time.time()
         unet, text_encoder = train_unet(cfg, latents, input_ids, empty_ids, len(tokenizer), logger)
@@ -384,7 +447,7 @@ def train(
         pipe = build.assemble_pipeline(vae, text_encoder, tokenizer, unet)
         pipe.save_pretrained(base, safe_serialization=True)
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(base)
+        pipe = StableDiffusionPipeline.from_pretrained(base).to(device)
         unet, text_encoder = pipe.unet, pipe.text_encoder
 
     nets = {
@@ -399,7 +462,7 @@ def train(
         if name not in stages or steps <= 0:
             continue
         t0 = time.time()
-        net = train_controlnet(
+        net, trained_unet = train_controlnet(
             cfg,
             name,
             steps,
@@ -413,11 +476,27 @@ def train(
             logger,
         )
         net.save_pretrained(out / f"controlnet_{name}", safe_serialization=True)
+        if trained_unet is not unet:  # decoder unlocked: the base model changed with it
+            unet = trained_unet
+            pipe = build.assemble_pipeline(pipe.vae, text_encoder, tokenizer, unet)
+            pipe.save_pretrained(base, safe_serialization=True)
         times[f"controlnet_{name}"] = time.time() - t0
 
     times["total"] = sum(times.values())
     logger.log(stage="done", **{k: round(v, 1) for k, v in times.items()})
     return times
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _steps(cfg: TrainConfig, name: str) -> int:
+    return {"edges": cfg.edges_steps, "regions": cfg.regions_steps}[name]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -434,9 +513,17 @@ def main(argv: list[str] | None = None) -> None:
         default="ae,unet,edges,regions",
         help="comma-separated subset of ae,unet,edges,regions",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device, e.g. cuda (the shipped weights were trained on cpu)",
+    )
     for field in dataclasses.fields(TrainConfig):
+        kind = type(field.default)
         parser.add_argument(
-            f"--{field.name.replace('_', '-')}", type=type(field.default), default=None
+            f"--{field.name.replace('_', '-')}",
+            type=_parse_bool if kind is bool else kind,
+            default=None,
         )
     args = parser.parse_args(argv)
     cfg = TrainConfig(**(SMOKE if args.smoke else {}))
@@ -447,7 +534,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     threads = torch.get_num_threads()
     try:
-        times = train(cfg, args.out, tuple(s.strip() for s in args.stages.split(",") if s.strip()))
+        stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+        times = train(cfg, args.out, stages, device=args.device)
     finally:
         torch.set_num_threads(threads)  # main() also runs in-process from the tests
     print(json.dumps({k: round(v, 1) for k, v in times.items()}))
