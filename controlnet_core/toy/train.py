@@ -295,7 +295,7 @@ def train_controlnet(
     control_weights: list[float],
     logger: Logger,
 ):
-    """Stage 3: train a ControlNet copy of the frozen UNet; half of the prompts are dropped (paper).
+    """Stage 3: train a ControlNet copy of the UNet's encoder; half of the prompts are dropped (paper).
 
     With ``cfg.decoder_lr > 0`` the UNet decoder trains too (``decoder_parameters``), on
     controlled samples and, for ``cfg.decoder_plain_fraction`` of them, on plain ones (ControlNet
