@@ -378,8 +378,11 @@ def train(
 ) -> dict:
     """Run the requested stages into ``out`` and return per-stage wall times in seconds.
 
-    Stages not requested are loaded from ``out`` (so a ControlNet can be retrained on the shipped
+    Stages not requested are loaded from ``out`` (so a ControlNet can be retrained on an existing
     base model). The base pipeline goes to ``out/base``, the ControlNets to ``out/controlnet_*``.
+    With ``cfg.decoder_lr > 0`` the ControlNet stage also rewrites ``out/base`` (its UNet decoder):
+    to reproduce the shipped weights, run it on the output of the ``ae,unet`` stages, not on a base
+    that has been through it already.
     The shipped weights come from ``device="cpu"``; another device runs the same steps with other
     random numbers and kernels, so its weights differ.
     """
