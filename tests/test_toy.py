@@ -136,8 +136,7 @@ def test_smoke_training_writes_loadable_weights(tmp_path):
 
 
 def test_unlocked_decoder_trains_only_the_decoder(tmp_path):
-    import shutil
-
+    import torch
     from safetensors.torch import load_file
 
     from controlnet_core.toy import train
@@ -145,7 +144,6 @@ def test_unlocked_decoder_trains_only_the_decoder(tmp_path):
     train.main(["--smoke", "--out", str(tmp_path), "--stages", "ae,unet"])
     weights = tmp_path / "base" / "unet" / "diffusion_pytorch_model.safetensors"
     locked = load_file(weights)
-    shutil.copytree(tmp_path / "base", tmp_path / "base_locked")
     train.main(
         [
             "--smoke",
@@ -160,12 +158,11 @@ def test_unlocked_decoder_trains_only_the_decoder(tmp_path):
         ]
     )
     unlocked = load_file(weights)
-    changed = {k for k in locked if not torch_equal(locked[k], unlocked[k])}
+    changed = {k for k in locked if not torch.equal(locked[k], unlocked[k])}
+    # Only the decoder moves; the encoder and the middle block, which the ControlNet copies, stay.
     decoder = ("up_blocks.", "conv_norm_out.", "conv_out.")
     assert changed and all(k.startswith(decoder) for k in changed)
     assert any(k.startswith("up_blocks.0.attentions.") for k in changed)
-    # The encoder and the middle block, which the ControlNet copies, stay frozen.
-    assert all(torch_equal(locked[k], unlocked[k]) for k in locked if not k.startswith(decoder))
     net = json.loads((tmp_path / "controlnet_edges" / "config.json").read_text())
     assert net["down_block_types"] == ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
 
@@ -177,12 +174,6 @@ def test_unlocked_decoder_trains_only_the_decoder(tmp_path):
         )
     with pytest.raises(SystemExit):
         train.main(["--smoke", "--controlnet-attention-16", "maybe"])
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
 
 
 def test_controlnet_with_attention_at_16_copies_the_unet_encoder():

@@ -386,7 +386,8 @@ def train(
     The shipped weights come from ``device="cpu"``; another device runs the same steps with other
     random numbers and kernels, so its weights differ.
     """
-    trained_nets = [n for n in ("edges", "regions") if n in stages and _steps(cfg, n) > 0]
+    net_steps = {"edges": cfg.edges_steps, "regions": cfg.regions_steps}
+    trained_nets = [n for n, steps in net_steps.items() if n in stages and steps > 0]
     if cfg.decoder_lr > 0 and len(trained_nets) > 1:
         raise ValueError(
             "decoder_lr > 0 changes the base UNet, which every ControlNet is trained against: "
@@ -455,15 +456,14 @@ def train(
 
     nets = {
         "edges": (
-            cfg.edges_steps,
             [data["canny"], data["scribble"]],
             [1 - cfg.scribble_fraction, cfg.scribble_fraction],
         ),
-        "regions": (cfg.regions_steps, [data["regions"]], [1.0]),
+        "regions": ([data["regions"]], [1.0]),
     }
-    for name, (steps, controls, weights) in nets.items():
-        if name not in stages or steps <= 0:
-            continue
+    for name in trained_nets:
+        steps = net_steps[name]
+        controls, weights = nets[name]
         t0 = time.time()
         net, trained_unet = train_controlnet(
             cfg,
@@ -496,10 +496,6 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _steps(cfg: TrainConfig, name: str) -> int:
-    return {"edges": cfg.edges_steps, "regions": cfg.regions_steps}[name]
 
 
 def main(argv: list[str] | None = None) -> None:
