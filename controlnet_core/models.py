@@ -59,9 +59,19 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on accelerators (half the memory, same images for SD1.5), fp32 on CPU."""
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
+    """fp16 on accelerators (half the memory, same images for SD1.5), fp32 on CPU, unless
+    `requested` names a dtype; float16 is refused on CPU, where torch lacks fast kernels for it."""
+    if requested == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if requested not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16; got {requested!r}")
+    if requested == "float16" and device.type == "cpu":
+        raise ValueError(
+            "dtype float16 needs a GPU (cuda or mps); on CPU use bfloat16 (fast on CPUs with "
+            "AVX512-BF16 or AMX) or float32"
+        )
+    return getattr(torch, requested)
 
 
 def make_scheduler(name: str, base_config: dict):
@@ -133,6 +143,7 @@ class ModelManager:
     def __init__(self, settings: Settings, backend: str | None = None) -> None:
         self.settings = settings
         self.device = pick_device(settings.device)
+        pick_dtype(self.device, settings.dtype)  # a dtype the device cannot run fails here, early
         self._backend = backend or settings.backend
         self._base = None
         self._base_id: str | None = None
@@ -151,9 +162,10 @@ class ModelManager:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The real weights' dtype (settings.dtype); the toy and tiny models always run float32."""
         if self._backend in ("tiny", "toy"):
             return torch.float32
-        return pick_dtype(self.device)
+        return pick_dtype(self.device, self.settings.dtype)
 
     @property
     def base_model_id(self) -> str | None:
@@ -221,7 +233,7 @@ class ModelManager:
         from diffusers import StableDiffusionPipeline
 
         source = self.settings.base_model
-        dtype = pick_dtype(self.device)
+        dtype = pick_dtype(self.device, self.settings.dtype)
         extra = {}
         if not self.settings.safety_checker:
             extra = {"safety_checker": None, "requires_safety_checker": False}
