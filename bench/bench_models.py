@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--channels-last", action="store_true", help="models and inputs in channels-last layout"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     dtype = parse_dtype(args.dtype, device)
     components, controlnet = build(args.arch, device, dtype)
     unet = components["unet"]
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    if args.channels_last:
+        unet.to(memory_format=layout)
+        controlnet.to(memory_format=layout)
     latent = args.size // 8
     generator = torch.Generator().manual_seed(0)
 
@@ -53,9 +60,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             return torch.randn(shape, generator=generator).to(device, dtype)
 
         return (
-            randn(rows, unet.config.in_channels, latent, latent),
+            randn(rows, unet.config.in_channels, latent, latent).to(memory_format=layout),
             randn(rows, 77, unet.config.cross_attention_dim),
-            randn(rows, 3, args.size, args.size),
+            randn(rows, 3, args.size, args.size).to(memory_format=layout),
         )
 
     calls = {}
@@ -90,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(
         f"arch={args.arch} size={args.size} dtype={dtype} device={device} "
         f"threads={torch.get_num_threads()} repeats={args.repeats} torch {torch.__version__}"
+        f"{' channels_last' if args.channels_last else ''}"
     )
     print(f"{'call':<16}{'median s':>10}{'÷ unet x2':>11}")
     for name, value in median.items():
