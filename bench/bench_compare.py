@@ -73,13 +73,11 @@ def _sync(device: torch.device) -> None:
 
 
 def parse_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is fp16 on CUDA and fp32 elsewhere (as `controlnet_core.models.pick_dtype`)."""
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    choices = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in choices:
-        raise ValueError(f"dtype must be one of {['auto', *choices]}; got {name!r}")
-    return choices[name]
+    """The app's own choice (`controlnet_core.models.pick_dtype`): `auto` is fp16 on accelerators
+    and fp32 on CPU; float16 is refused on CPU."""
+    from controlnet_core.models import pick_dtype
+
+    return pick_dtype(device, name)
 
 
 def machine_info(device: torch.device) -> dict:
@@ -321,7 +319,11 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA), float32, float16")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (fp16 on CUDA/MPS, fp32 on CPU), float32, bfloat16, float16",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--sweep", default=",".join(f"{v:g}" for v in DEFAULT_SWEEP), help="sweep scales"

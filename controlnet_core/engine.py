@@ -173,6 +173,9 @@ class Engine:
     def backend_note(self, modality_id: str | None = None) -> str:
         """What the backend is, for the UI; for the toy model also whether it covers the tab."""
         note = BACKEND_NOTES.get(self.backend, "")
+        if self.backend == "real":
+            dtype = str(self.manager.dtype).replace("torch.", "")
+            return f"{note} Running on {self.manager.device.type}, {dtype}."
         if self.backend == "toy" and modality_id is not None:
             from controlnet_core.toy import toy_controlnet_folder
 

@@ -148,6 +148,7 @@ def test_bfloat16_loads_real_weights_in_bfloat16_and_stays_close_to_float32(
     assert half.manager.base().unet.dtype == torch.bfloat16
     assert half.manager.controlnet(get_modality("canny")).model.dtype == torch.bfloat16
     assert result.recipe["dtype"] == "bfloat16"
+    assert half.backend_note("canny").endswith("Running on cpu, bfloat16.")
     full = engine("float32").generate(request, square_image)
     assert full.recipe["dtype"] == "float32"
     difference = np.abs(result.arrays - full.arrays)
