@@ -83,8 +83,11 @@ def build_app(
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = settings or settings_from_cli(argv)
-    engine = Engine(settings)
+    try:
+        settings = settings or settings_from_cli(argv)
+        engine = Engine(settings)
+    except ValueError as error:  # a bad setting: say which, without a traceback
+        raise SystemExit(f"app.py: error: {error}") from None
     demo = build_app(engine)
     demo.queue(max_size=settings.queue_size).launch(
         server_name=settings.host,

@@ -234,3 +234,13 @@ def test_every_registry_modality_has_a_tab_and_endpoint():
     for modality_id in MODALITIES:
         for suffix in ("", "_map", "_compare", "_sweep"):
             assert f"{modality_id}{suffix}" in names
+
+
+def test_a_bad_setting_stops_the_app_with_a_one_line_error(monkeypatch):
+    from app import main
+
+    with pytest.raises(SystemExit, match="app.py: error: dtype float16 needs a GPU"):
+        main(["--backend", "tiny", "--device", "cpu", "--dtype", "float16"])
+    monkeypatch.setenv("CONTROLNET_PORT", "eighty")
+    with pytest.raises(SystemExit, match="app.py: error: CONTROLNET_PORT"):
+        main(["--backend", "tiny"])
