@@ -72,14 +72,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def parse_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The app's own choice (`controlnet_core.models.pick_dtype`): `auto` is fp16 on accelerators
-    and fp32 on CPU; float16 is refused on CPU."""
-    from controlnet_core.models import pick_dtype
-
-    return pick_dtype(device, name)
-
-
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
     import diffusers
@@ -354,7 +346,9 @@ def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> dic
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda was asked for but CUDA is not available")
         torch.backends.cudnn.benchmark = True
-    dtype = parse_dtype(args.dtype, device)
+    from controlnet_core.models import pick_dtype
+
+    dtype = pick_dtype(device, args.dtype)
     sweep_scales = [float(v) for v in args.sweep.split(",")]
 
     from bench.components import base_pipeline, build

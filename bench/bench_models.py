@@ -39,13 +39,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from bench.bench_compare import _sync, parse_dtype
+    from bench.bench_compare import _sync
     from bench.components import build
+    from controlnet_core.models import pick_dtype
 
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    dtype = parse_dtype(args.dtype, device)
+    dtype = pick_dtype(device, args.dtype)
     components, controlnet = build(args.arch, device, dtype)
     unet = components["unet"]
     layout = torch.channels_last if args.channels_last else torch.contiguous_format

@@ -174,8 +174,7 @@ class Engine:
         """What the backend is, for the UI; for the toy model also whether it covers the tab."""
         note = BACKEND_NOTES.get(self.backend, "")
         if self.backend == "real":
-            dtype = str(self.manager.dtype).replace("torch.", "")
-            return f"{note} Running on {self.manager.device.type}, {dtype}."
+            return f"{note} Running on {self.manager.device.type}, {self.manager.dtype_name}."
         if self.backend == "toy" and modality_id is not None:
             from controlnet_core.toy import toy_controlnet_folder
 
@@ -497,7 +496,7 @@ class Engine:
             "base_model": self.manager.base_model_id,
             "controlnet_model": loaded[0].model_id,
             "device": str(self.manager.device),
-            "dtype": str(self.manager.dtype).replace("torch.", ""),
+            "dtype": self.manager.dtype_name,
             "versions": library_versions(),
         }
 

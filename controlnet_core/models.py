@@ -22,7 +22,7 @@ import torch
 
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
-from controlnet_core.settings import SCHEDULER_NAMES, Settings
+from controlnet_core.settings import DTYPES, SCHEDULER_NAMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     `requested` names a dtype; float16 is refused on CPU, where torch lacks fast kernels for it."""
     if requested == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-    if requested not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16; got {requested!r}")
+    if requested not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {requested!r}")
     if requested == "float16" and device.type == "cpu":
         raise ValueError(
             "dtype float16 needs a GPU (cuda or mps); on CPU use bfloat16 (fast on CPUs with "
@@ -143,7 +143,8 @@ class ModelManager:
     def __init__(self, settings: Settings, backend: str | None = None) -> None:
         self.settings = settings
         self.device = pick_device(settings.device)
-        pick_dtype(self.device, settings.dtype)  # a dtype the device cannot run fails here, early
+        # Decided once, so a dtype the device cannot run fails here, at start-up.
+        self._real_dtype = pick_dtype(self.device, settings.dtype)
         self._backend = backend or settings.backend
         self._base = None
         self._base_id: str | None = None
@@ -165,7 +166,12 @@ class ModelManager:
         """The real weights' dtype (settings.dtype); the toy and tiny models always run float32."""
         if self._backend in ("tiny", "toy"):
             return torch.float32
-        return pick_dtype(self.device, self.settings.dtype)
+        return self._real_dtype
+
+    @property
+    def dtype_name(self) -> str:
+        """`dtype` as people write it ("bfloat16"), for recipes and the UI."""
+        return str(self.dtype).removeprefix("torch.")
 
     @property
     def base_model_id(self) -> str | None:
@@ -233,7 +239,7 @@ class ModelManager:
         from diffusers import StableDiffusionPipeline
 
         source = self.settings.base_model
-        dtype = pick_dtype(self.device, self.settings.dtype)
+        dtype = self._real_dtype
         extra = {}
         if not self.settings.safety_checker:
             extra = {"safety_checker": None, "requires_safety_checker": False}
