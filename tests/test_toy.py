@@ -117,6 +117,8 @@ def test_smoke_training_writes_loadable_weights(tmp_path):
     stages = {r["stage"] for r in records}
     assert {"autoencoder", "unet", "controlnet_edges", "done"} <= stages
     assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    controlnet = [r for r in records if r["stage"] == "controlnet_edges" and "step" in r]
+    assert controlnet and all(np.isfinite(r["binding_loss"]) for r in controlnet)
 
     base = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
     assert type(base.scheduler).__name__ == "UniPCMultistepScheduler"
@@ -174,6 +176,26 @@ def test_unlocked_decoder_trains_only_the_decoder(tmp_path):
         )
     with pytest.raises(SystemExit):
         train.main(["--smoke", "--controlnet-attention-16", "maybe"])
+
+
+def test_binding_loss_with_a_locked_decoder_trains_only_the_controlnet(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from controlnet_core.toy import train
+
+    train.main(["--smoke", "--out", str(tmp_path), "--stages", "ae,unet"])
+    weights = tmp_path / "base" / "unet" / "diffusion_pytorch_model.safetensors"
+    before = load_file(weights)
+    train.main(
+        ["--smoke", "--out", str(tmp_path), "--stages", "edges"]
+        + ["--decoder-lr", "0", "--binding-weight", "0.5"]
+    )
+    after = load_file(weights)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["stage"] == "controlnet_edges" and "step" in r]
+    assert steps and all(np.isfinite(r["binding_loss"]) for r in steps)
 
 
 def test_controlnet_with_attention_at_16_copies_the_unet_encoder():
@@ -276,3 +298,96 @@ def test_shipped_model_paints_a_lone_shape_in_the_prompt_colour():
         scores = score_batch(images, batch, "canny")
         assert np.mean(scores["color_hits"]) >= 5 / 6, [s.caption for s in batch]
         assert all(scores["background"])
+
+
+def test_recording_processor_matches_the_default_and_can_be_undone():
+    import torch
+
+    from controlnet_core.toy import binding, build
+
+    torch.manual_seed(0)
+    unet = build.build_unet().eval()
+    x, hidden = torch.randn(2, 4, 16, 16), torch.randn(2, 77, build.TEXT_HIDDEN)
+    with torch.no_grad():
+        expected = unet(x, 10, hidden).sample
+        default = type(next(iter(unet.attn_processors.values())))
+        store, previous = binding.record_decoder_attention(unet)
+        got = unet(x, 10, hidden).sample
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # The decoder's two cross-attention layers at 8×8, each a distribution over the 77 tokens.
+    assert sorted(store) == [
+        f"up_blocks.0.attentions.{i}.transformer_blocks.0.attn2.processor" for i in (0, 1)
+    ]
+    for probs in store.values():
+        assert probs.shape == (
+            2,
+            unet.up_blocks[0].attentions[0].transformer_blocks[0].attn2.heads,
+            64,
+            77,
+        )
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]))
+    unet.set_attn_processor(previous)
+    assert all(type(p) is default for p in unet.attn_processors.values())
+
+
+def test_kind_cells_and_kind_word_positions_locate_each_shape(tmp_path):
+    from controlnet_core.toy import binding, build
+    from controlnet_core.toy.train import _tokenize
+
+    samples = [s for s in (generate_sample(3, i) for i in range(30)) if len(s.shapes) >= 2][:6]
+    cells = binding.kind_cells(np.stack([s.regions for s in samples]), 8)
+    assert cells.shape == (6, 64)
+    for s, row in zip(samples, cells, strict=True):
+        grid = row.reshape(8, 8)
+        kinds = {SHAPES.index(spec.kind) for spec in s.shapes}
+        assert set(np.unique(grid)) - {-1} <= kinds
+        for spec, mask in zip(s.shapes, s.masks, strict=True):
+            # A cell that the shape fills completely is labelled with its kind.
+            full = mask.reshape(8, 8, 8, 8).all((1, 3))
+            assert (grid[full] == SHAPES.index(spec.kind)).all()
+    with pytest.raises(ValueError, match="region maps"):
+        binding.kind_cells(np.zeros((2, 32, 32, 3), np.uint8), 8)
+
+    tokenizer = build.build_tokenizer(tmp_path / "tokenizer")
+    ids = _tokenize(tokenizer, [s.caption for s in samples])
+    positions = binding.kind_word_positions(tokenizer, ids)
+    for s, pos, row in zip(samples, positions, ids, strict=True):
+        named = {spec.kind for spec in s.shapes}
+        for k, kind in enumerate(SHAPES):
+            if kind in named:
+                assert tokenizer.decode([int(row[pos[k]])]).strip() == kind
+            else:
+                assert pos[k] == -1
+
+
+def test_binding_loss_rewards_attention_on_the_shapes_own_word():
+    import torch
+
+    from controlnet_core.toy import binding
+
+    # Two samples, 4 cells, 6 tokens; "circle" (kind 0) at token 2, "star" (kind 3) at token 4.
+    kinds = torch.tensor([[0, 0, 3, -1], [3, 3, 0, -1]])
+    positions = torch.tensor([[2, -1, -1, 4]] * 2)
+    use = torch.tensor([True, True])
+
+    def attention(right: bool) -> torch.Tensor:
+        probs = torch.full((2, 1, 4, 6), 0.02)
+        for b in range(2):
+            for q in range(3):
+                own = positions[b, kinds[b, q]]
+                other = 4 if own == 2 else 2
+                probs[b, 0, q, own if right else other] = 0.9
+        return probs / probs.sum(-1, keepdim=True)
+
+    good, good_acc = binding.binding_loss(attention(True), kinds, positions, use)
+    bad, bad_acc = binding.binding_loss(attention(False), kinds, positions, use)
+    assert good_acc == 1.0 and bad_acc == 0.0
+    assert good.item() < 0.05 < 3.0 < bad.item()
+
+    # Nothing to supervise: dropped prompts, or a prompt that names one shape.
+    probs = attention(False).requires_grad_(True)
+    none, acc = binding.binding_loss(probs, kinds, positions, torch.tensor([False, False]))
+    assert none.item() == 0.0 and np.isnan(acc)
+    none.backward()
+    one_shape = torch.tensor([[2, -1, -1, -1]] * 2)
+    assert np.isnan(binding.binding_loss(attention(False), kinds, one_shape, use)[1])

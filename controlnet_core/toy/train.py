@@ -9,7 +9,9 @@ Stages, as in the ControlNet paper scaled down:
    convolutions) with 50 % of the prompts dropped: ``controlnet_edges`` on a mix of canny maps and
    scribble strokes, optionally ``controlnet_regions`` on region maps. The UNet encoder and middle
    stay frozen; its decoder trains along at a lower rate, as the official ControlNet does with
-   ``sd_locked=False``, on controlled samples and a quarter of plain ones.
+   ``sd_locked=False``, on controlled samples and a quarter of plain ones. A small colour-binding
+   loss (``binding.py``) teaches the decoder's cross-attention, through the ControlNet's
+   residuals, which outline is which shape word, so each shape gets its own colour.
 
 ``python -m controlnet_core.toy.train`` reproduces the shipped weights; ``--smoke`` runs a few steps
 on a tiny dataset (what CI runs). Losses go to ``<out>/train_log.jsonl`` and stdout.
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from controlnet_core.toy import TOY_WEIGHTS_DIR, build
+from controlnet_core.toy import TOY_WEIGHTS_DIR, binding, build
 from controlnet_core.toy.data import generate_dataset
 
 
@@ -63,6 +65,9 @@ class TrainConfig:
     # unlocked, so the base model stays a good plain text-to-image model (strength 0).
     decoder_plain_fraction: float = 0.25
     scribble_fraction: float = 0.5
+    # Weight of the colour-binding loss in the ControlNet stage (``binding.binding_loss``): the
+    # UNet decoder's cross-attention at each shape's cells should pick that shape's kind word.
+    binding_weight: float = 0.005
     ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
     workers: int = 2
@@ -294,6 +299,8 @@ def train_controlnet(
     controls: list[np.ndarray],
     control_weights: list[float],
     logger: Logger,
+    kind_cells: torch.Tensor | None = None,
+    kind_positions: torch.Tensor | None = None,
 ):
     """Stage 3: train a ControlNet copy of the UNet's encoder; half of the prompts are dropped (paper).
 
@@ -301,6 +308,10 @@ def train_controlnet(
     controlled samples and, for ``cfg.decoder_plain_fraction`` of them, on plain ones (ControlNet
     output left out) so strength 0 stays a good plain model. Returns ``(controlnet, unet)``: EMA
     weights; ``unet`` is the one passed in unless the decoder was unlocked.
+
+    With ``cfg.binding_weight > 0``, ``kind_cells`` (N, 64: the kind per 8×8 latent cell, from
+    ``binding.kind_cells``) and ``kind_positions`` (N, 4: ``binding.kind_word_positions``) add the
+    colour-binding loss on controlled samples whose prompt was kept.
     """
     seed_offset = {"edges": 3, "regions": 4}[name]
     torch.manual_seed(cfg.seed + seed_offset)
@@ -323,6 +334,12 @@ def train_controlnet(
     trainable = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=cfg.controlnet_lr, weight_decay=0.01)
     ema = EMA(controlnet, cfg.ema_decay)
+    bind = cfg.binding_weight > 0
+    if bind:
+        if kind_cells is None or kind_positions is None:
+            raise ValueError("binding_weight > 0 needs kind_cells and kind_positions")
+        # After the EMA copies: the recording processors stay on the training modules only.
+        attention, previous_processors = binding.record_decoder_attention(unet)
     for step in range(steps):
         factor = _lr_factor(step, steps, warmup=min(100, steps))
         for group in opt.param_groups:
@@ -343,6 +360,7 @@ def train_controlnet(
         with torch.no_grad():
             hidden = text_encoder(ids.to(device))[0]
         down, mid = controlnet(noisy, t, hidden, controlnet_cond=cond_t, return_dict=False)
+        plain = np.zeros(cfg.batch_size, bool)
         if unlocked:
             plain = rng.random(cfg.batch_size) < cfg.decoder_plain_fraction
             keep = torch.from_numpy(~plain).float().to(device).view(-1, 1, 1, 1)
@@ -356,15 +374,37 @@ def train_controlnet(
             mid_block_additional_residual=mid,
         ).sample
         loss = _weighted_mse(pred, target, weight)
+        total = loss
+        record = {}
+        if bind:
+            use = (~drop) & torch.from_numpy(~plain)
+            losses, hits = [], []
+            for probs in attention.values():
+                layer_loss, accuracy = binding.binding_loss(
+                    probs,
+                    kind_cells[idx].to(device),
+                    kind_positions[idx].to(device),
+                    use.to(device),
+                )
+                losses.append(layer_loss)
+                hits.append(accuracy)
+            bind_loss = torch.stack(losses).mean()
+            total = loss + cfg.binding_weight * bind_loss
+            record = {"binding_loss": bind_loss.item()}
+            hits = [h for h in hits if not math.isnan(h)]
+            if hits:  # nan: no prompt in the batch named two shapes
+                record["binding_accuracy"] = float(np.mean(hits))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         ema.update(controlnet)
         if unlocked:
             ema_unet.update(unet)
         if step % 50 == 0 or step == steps - 1:
-            logger.log(stage=f"controlnet_{name}", step=step, loss=loss.item())
+            logger.log(stage=f"controlnet_{name}", step=step, loss=loss.item(), **record)
+    if bind:
+        unet.set_attn_processor(previous_processors)
     if unlocked:
         return ema.shadow, ema_unet.shadow
     return ema.shadow, unet
@@ -444,6 +484,9 @@ def train(
 
     input_ids = _tokenize(tokenizer, data["caption"]).to(device)
     empty_ids = _tokenize(tokenizer, [""])[0].to(device)
+    # The 8×8 grid of the UNet decoder's cross-attention on 16×16 latents.
+    kind_cells = torch.from_numpy(binding.kind_cells(data["regions"], 8))
+    kind_positions = binding.kind_word_positions(tokenizer, input_ids.cpu())
     if "unet" in stages:
         t0 = time.time()
         unet, text_encoder = train_unet(cfg, latents, input_ids, empty_ids, len(tokenizer), logger)
@@ -477,6 +520,8 @@ def train(
             controls,
             weights,
             logger,
+            kind_cells,
+            kind_positions,
         )
         net.save_pretrained(out / f"controlnet_{name}", safe_serialization=True)
         if trained_unet is not unet:  # decoder unlocked: the base model changed with it
