@@ -52,7 +52,7 @@ class TrainConfig:
     unet_steps: int = 5000
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
-    edges_steps: int = 1200
+    edges_steps: int = 1800
     regions_steps: int = 0
     controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
