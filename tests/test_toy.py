@@ -391,3 +391,36 @@ def test_binding_loss_rewards_attention_on_the_shapes_own_word():
     none.backward()
     one_shape = torch.tensor([[2, -1, -1, -1]] * 2)
     assert np.isnan(binding.binding_loss(attention(False), kinds, one_shape, use)[1])
+
+
+@pytest.mark.skipif(
+    not SHIPPED, reason="toy weights not trained yet: run python -m controlnet_core.toy.train"
+)
+def test_shipped_model_binds_each_colour_to_its_own_shape():
+    import dataclasses
+
+    from controlnet_core.toy.data import make_caption
+    from controlnet_core.toy.evaluate import EVAL_SEED, generate, load_pipelines, score_batch
+
+    _, pipe = load_pipelines()
+    pairs = [
+        s
+        for s in (generate_sample(EVAL_SEED, i) for i in range(60))
+        if len(s.shapes) == 2 and s.shapes[0].color != s.shapes[1].color
+    ][:8]
+    # The same outlines and seeds with the two colours exchanged in the prompt: a model that
+    # gives each shape a random one of the prompt's colours gets about half of them right.
+    swapped = []
+    for s in pairs:
+        a, b = s.shapes
+        shapes = [dataclasses.replace(a, color=b.color), dataclasses.replace(b, color=a.color)]
+        swapped.append(
+            dataclasses.replace(s, shapes=shapes, caption=make_caption(shapes, s.background))
+        )
+    for batch in (pairs, swapped):
+        images = generate(
+            pipe, [s.caption for s in batch], [s.canny for s in batch], list(range(len(batch)))
+        )
+        hits = score_batch(images, batch, "canny")["several"]
+        assert len(hits) == 16
+        assert np.mean(hits) >= 0.75, [s.caption for s in batch]
