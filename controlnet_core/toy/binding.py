@@ -38,6 +38,8 @@ class AttentionProbsProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **_):
         if encoder_hidden_states is None or attention_mask is not None or hidden_states.ndim != 3:
             raise ValueError("AttentionProbsProcessor handles unmasked cross-attention on tokens")
+        if attn.residual_connection:
+            raise ValueError("AttentionProbsProcessor does not handle residual connections")
         batch, queries, _ = hidden_states.shape
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
@@ -46,8 +48,6 @@ class AttentionProbsProcessor:
         self.store[self.name] = probs.view(batch, attn.heads, queries, -1)
         out = attn.batch_to_head_dim(torch.bmm(probs, value))
         out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            raise ValueError("AttentionProbsProcessor does not handle residual connections")
         return out / attn.rescale_output_factor
 
 

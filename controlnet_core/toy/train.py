@@ -484,9 +484,11 @@ def train(
 
     input_ids = _tokenize(tokenizer, data["caption"]).to(device)
     empty_ids = _tokenize(tokenizer, [""])[0].to(device)
-    # The 8×8 grid of the UNet decoder's cross-attention on 16×16 latents.
-    kind_cells = torch.from_numpy(binding.kind_cells(data["regions"], 8))
-    kind_positions = binding.kind_word_positions(tokenizer, input_ids.cpu())
+    kind_cells = kind_positions = None
+    if trained_nets and cfg.binding_weight > 0:
+        # The 8×8 grid of the UNet decoder's cross-attention on 16×16 latents.
+        kind_cells = torch.from_numpy(binding.kind_cells(data["regions"], 8))
+        kind_positions = binding.kind_word_positions(tokenizer, input_ids.cpu())
     if "unet" in stages:
         t0 = time.time()
         unet, text_encoder = train_unet(cfg, latents, input_ids, empty_ids, len(tokenizer), logger)
