@@ -117,7 +117,7 @@ def binding_loss(
     prompts that name two or more shapes, count. Returns (loss, accuracy); (0, nan) when no cell
     counts.
     """
-    mean = probs.mean(1)
+    mean = probs.float().mean(1)
     batch, queries, _ = mean.shape
     present = positions >= 0
     gathered = mean.gather(2, positions.clamp(min=0).unsqueeze(1).expand(batch, queries, -1))

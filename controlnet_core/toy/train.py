@@ -52,7 +52,7 @@ class TrainConfig:
     unet_steps: int = 5000
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
-    edges_steps: int = 1800
+    edges_steps: int = 3000
     regions_steps: int = 0
     controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
@@ -68,6 +68,9 @@ class TrainConfig:
     # Weight of the colour-binding loss in the ControlNet stage (``binding.binding_loss``): the
     # UNet decoder's cross-attention at each shape's cells should pick that shape's kind word.
     binding_weight: float = 0.005
+    # bf16 autocast for the ControlNet stage's forward passes (weights, optimiser and EMA stay
+    # float32): 0.36 s instead of 0.46 s a step on this CPU (AVX512-BF16), so 3000 steps fit.
+    controlnet_bf16: bool = True
     ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
     workers: int = 2
@@ -287,6 +290,11 @@ def decoder_parameters(unet) -> list[torch.nn.Parameter]:
     return [p for m in modules for p in m.parameters()]
 
 
+def _scatter_rows(rows: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """``rows`` placed at ``index`` of a zero tensor with ``size`` rows."""
+    return rows.new_zeros((size,) + rows.shape[1:]).index_copy(0, index, rows)
+
+
 def train_controlnet(
     cfg: TrainConfig,
     name: str,
@@ -359,21 +367,26 @@ def train_controlnet(
         )
         with torch.no_grad():
             hidden = text_encoder(ids.to(device))[0]
-        down, mid = controlnet(noisy, t, hidden, controlnet_cond=cond_t, return_dict=False)
         plain = np.zeros(cfg.batch_size, bool)
         if unlocked:
             plain = rng.random(cfg.batch_size) < cfg.decoder_plain_fraction
-            keep = torch.from_numpy(~plain).float().to(device).view(-1, 1, 1, 1)
-            down = [d * keep for d in down]
-            mid = mid * keep
-        pred = unet(
-            noisy,
-            t,
-            hidden,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-        ).sample
-        loss = _weighted_mse(pred, target, weight)
+        # The ControlNet runs on the controlled samples only; plain ones get zero residuals.
+        ctl = torch.from_numpy(np.flatnonzero(~plain)).to(device)
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.controlnet_bf16):
+            down, mid = controlnet(
+                noisy[ctl], t[ctl], hidden[ctl], controlnet_cond=cond_t[ctl], return_dict=False
+            )
+            if len(ctl) < cfg.batch_size:
+                down = [_scatter_rows(d, ctl, cfg.batch_size) for d in down]
+                mid = _scatter_rows(mid, ctl, cfg.batch_size)
+            pred = unet(
+                noisy,
+                t,
+                hidden,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            ).sample
+        loss = _weighted_mse(pred.float(), target, weight)
         total = loss
         record = {}
         if bind:
