@@ -135,6 +135,62 @@ def test_smoke_training_writes_loadable_weights(tmp_path):
         output_type="np",
     ).images
     assert out.shape == (1, TOY_RESOLUTION, TOY_RESOLUTION, 3) and np.isfinite(out).all()
+    # bf16 autocast in the ControlNet stage leaves the saved weights float32.
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+    assert {p.dtype for p in base.unet.parameters()} == {torch.float32}
+
+
+def test_controlnet_on_controlled_rows_only_matches_the_masked_batch(tmp_path):
+    """The ControlNet stage runs the ControlNet on controlled samples only and scatters its
+    residuals into zeros: the same UNet prediction as running it on all and zeroing plain rows."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from controlnet_core.toy import build, train
+
+    train.main(["--smoke", "--out", str(tmp_path), "--stages", "ae,unet"])
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "base" / "unet")
+    controlnet = build.build_controlnet(unet)
+    torch.manual_seed(0)
+    for module in controlnet.controlnet_down_blocks:  # non-zero outputs, so the rows matter
+        torch.nn.init.normal_(module.weight, std=0.1)
+    torch.nn.init.normal_(controlnet.controlnet_mid_block.weight, std=0.1)
+    batch = 6
+    noisy = torch.randn(batch, 4, 16, 16)
+    t = torch.randint(0, 1000, (batch,))
+    hidden = torch.randn(batch, 8, unet.config.cross_attention_dim)
+    cond = torch.rand(batch, 3, TOY_RESOLUTION, TOY_RESOLUTION)
+    plain = np.array([False, True, False, False, True, False])
+    with torch.no_grad():
+        down, mid = controlnet(noisy, t, hidden, controlnet_cond=cond, return_dict=False)
+        keep = torch.from_numpy(~plain).float().view(-1, 1, 1, 1)
+        masked = unet(
+            noisy,
+            t,
+            hidden,
+            down_block_additional_residuals=[d * keep for d in down],
+            mid_block_additional_residual=mid * keep,
+        ).sample
+        ctl = torch.from_numpy(np.flatnonzero(~plain))
+        down, mid = controlnet(
+            noisy[ctl], t[ctl], hidden[ctl], controlnet_cond=cond[ctl], return_dict=False
+        )
+        scattered = [train._scatter_rows(d, ctl, batch) for d in down]
+        assert all(
+            torch.equal(d[torch.from_numpy(plain)], torch.zeros_like(d[:2])) for d in scattered
+        )
+        rows_only = unet(
+            noisy,
+            t,
+            hidden,
+            down_block_additional_residuals=scattered,
+            mid_block_additional_residual=train._scatter_rows(mid, ctl, batch),
+        ).sample
+        plain_only = unet(noisy, t, hidden).sample
+    torch.testing.assert_close(rows_only, masked, atol=1e-5, rtol=1e-4)
+    # The plain rows are the plain UNet's; the controlled ones are not.
+    torch.testing.assert_close(rows_only[1], plain_only[1], atol=1e-5, rtol=1e-4)
+    assert (rows_only[0] - plain_only[0]).abs().max() > 1e-3
 
 
 def test_unlocked_decoder_trains_only_the_decoder(tmp_path):
