@@ -144,7 +144,7 @@ def test_controlnet_on_controlled_rows_only_matches_the_masked_batch(tmp_path):
     """The ControlNet stage runs the ControlNet on controlled samples only and scatters its
     residuals into zeros: the same UNet prediction as running it on all and zeroing plain rows."""
     import torch
-    from diffusers import UNet2DConditionModel
+    from diffusers import ControlNetModel, UNet2DConditionModel
 
     from controlnet_core.toy import build, train
 
@@ -191,6 +191,16 @@ def test_controlnet_on_controlled_rows_only_matches_the_masked_batch(tmp_path):
     # The plain rows are the plain UNet's; the controlled ones are not.
     torch.testing.assert_close(rows_only[1], plain_only[1], atol=1e-5, rtol=1e-4)
     assert (rows_only[0] - plain_only[0]).abs().max() > 1e-3
+
+    # Batches with no controlled sample at all (every one plain) train the decoder alone.
+    train.main(
+        ["--smoke", "--out", str(tmp_path), "--stages", "edges", "--decoder-plain-fraction", "1"]
+    )
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["stage"] == "controlnet_edges" and "step" in r]
+    assert steps and all(np.isfinite(r["loss"]) for r in steps)
+    trained = ControlNetModel.from_pretrained(tmp_path / "controlnet_edges")
+    assert all(not m.weight.any() for m in trained.controlnet_down_blocks)  # never used: still zero
 
 
 def test_unlocked_decoder_trains_only_the_decoder(tmp_path):

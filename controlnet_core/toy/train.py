@@ -373,10 +373,12 @@ def train_controlnet(
         # The ControlNet runs on the controlled samples only; plain ones get zero residuals.
         ctl = torch.from_numpy(np.flatnonzero(~plain)).to(device)
         with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.controlnet_bf16):
-            down, mid = controlnet(
-                noisy[ctl], t[ctl], hidden[ctl], controlnet_cond=cond_t[ctl], return_dict=False
-            )
-            if len(ctl) < cfg.batch_size:
+            down = mid = None  # a batch of plain samples only: the UNet alone
+            if len(ctl):
+                down, mid = controlnet(
+                    noisy[ctl], t[ctl], hidden[ctl], controlnet_cond=cond_t[ctl], return_dict=False
+                )
+            if len(ctl) and len(ctl) < cfg.batch_size:
                 down = [_scatter_rows(d, ctl, cfg.batch_size) for d in down]
                 mid = _scatter_rows(mid, ctl, cfg.batch_size)
             pred = unet(
