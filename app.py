@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         server_name=settings.host,
         server_port=settings.port,
         share=settings.share,
+        # Our handlers turn every error into a specific gr.Error; this makes gradio's own input
+        # checks (an unreadable upload, a missing slider value) name the input too.
+        show_error=True,
         css=CSS,
         theme=gr.themes.Soft(),
     )

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from controlnet_core.images import fit_image, image_sha1, target_size, to_rgb_array
-from controlnet_core.modalities import Modality, get_modality
+from controlnet_core.modalities import MODALITIES, Modality, get_modality
 from controlnet_core.preprocessors import (
     MAX_DETECT_RESOLUTION,
     MIN_DETECT_RESOLUTION,
@@ -117,6 +117,29 @@ def _number(name: str, value: Any, low: float, high: float, integer: bool = Fals
             raise ValueError(f"{name} must be a whole number between {lo} and {hi}; got {value!r}")
         return int(number)
     return number
+
+
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0", "")
+
+
+def parse_flag(name: str, value: Any) -> bool:
+    """A yes/no setting: a bool, 0/1, or the words true/false (yes/no); ValueError otherwise.
+
+    `bool("false")` is True, so API callers and hand-written recipes that send text get it parsed.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    raise ValueError(f"{name} must be true or false; got {value!r}")
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image `index` of a batch that starts at `seed`, wrapping past MAX_SEED to 0."""
+    return (int(seed) + index) % (MAX_SEED + 1)
 
 
 BACKEND_NOTES = {
@@ -219,11 +242,7 @@ class Engine:
                 raise ValueError(
                     f"{name} must be at most {MAX_PROMPT_CHARS} characters; got {len(text)}"
                 )
-        resolution = _number("resolution", request.resolution, 64, s.max_resolution, integer=True)
-        if resolution % 64:
-            raise ValueError(
-                f"resolution must be a multiple of 64 between 64 and {s.max_resolution}; got {resolution}"
-            )
+        resolution = self._resolution(request.resolution)
         if request.scheduler not in SCHEDULERS:
             raise ValueError(
                 f"scheduler must be one of {list(SCHEDULERS)}; got {request.scheduler!r}"
@@ -236,7 +255,7 @@ class Engine:
             request,
             # The main ControlNet's fields have the same names in both dataclasses.
             **{name: getattr(main, name) for name in _CONTROL_FIELDS},
-            guess_mode=bool(request.guess_mode),
+            guess_mode=parse_flag("guess_mode", request.guess_mode),
             steps=_number("steps", request.steps, 1, s.max_steps, integer=True),
             guidance_scale=_number(
                 "guidance_scale", request.guidance_scale, 0.0, MAX_GUIDANCE_SCALE
@@ -248,6 +267,15 @@ class Engine:
             control_mode=request.control_mode,
             extra_controls=extra,
         )
+
+    def _resolution(self, value: Any) -> int:
+        high = self.settings.max_resolution
+        resolution = _number("resolution", value, 64, high, integer=True)
+        if resolution % 64:
+            raise ValueError(
+                f"resolution must be a multiple of 64 between 64 and {high}; got {resolution}"
+            )
+        return resolution
 
     # --- control maps ---------------------------------------------------------------------------
 
@@ -269,20 +297,28 @@ class Engine:
                 f"{modality.label}; got {preprocessor!r}"
             )
         values = get_preprocessor(preprocessor).validate_params(params)
+        detect_resolution = _number(
+            "detect_resolution",
+            detect_resolution,
+            MIN_DETECT_RESOLUTION,
+            MAX_DETECT_RESOLUTION,
+            integer=True,
+        )
+        resolution = self._resolution(resolution)
         array = to_rgb_array(image)
-        size = target_size(array.shape[1], array.shape[0], int(resolution))
+        size = target_size(array.shape[1], array.shape[0], resolution)
         key = (
             image_sha1(array),
             preprocessor,
             tuple(sorted(values.items())),
-            int(detect_resolution),
+            detect_resolution,
             size,
         )
         with self._map_lock:
             if key in self._map_cache:
                 self._map_cache.move_to_end(key)
                 return self._map_cache[key]
-        result = apply_preprocessor(preprocessor, array, size, int(detect_resolution), values)
+        result = apply_preprocessor(preprocessor, array, size, detect_resolution, values)
         result.setflags(write=False)
         with self._map_lock:
             self.preprocessor_runs += 1
@@ -300,13 +336,14 @@ class Engine:
         progress: ProgressCallback | None = None,
         extra_images: Sequence[object] = (),
     ) -> GenerationResult:
-        """Images for `request` (image i uses seed + i), the control map(s) and the full recipe."""
+        """Images for `request` (image i uses `image_seed(seed, i)`), the control map(s), the recipe."""
         from controlnet_core.sampling import Variant
 
         prepared = self._prepare(request, control_image, extra_images, progress)
         request = prepared.request
         variants = [
-            Variant(request.seed + i, prepared.unit_settings) for i in range(request.num_images)
+            Variant(image_seed(request.seed, i), prepared.unit_settings)
+            for i in range(request.num_images)
         ]
         labels = [f"seed {v.seed}" for v in variants]
         return self._run(prepared, variants, labels, {"kind": "generate"}, progress)
@@ -398,15 +435,20 @@ class Engine:
         )
         height, width = main_map.shape[:2]
         maps = [main_map]
-        for spec, image in zip(request.extra_controls, extra_images, strict=True):
-            extra_map = self.control_map(
-                spec.modality,
-                image,
-                spec.preprocessor,
-                spec.preprocessor_params,
-                spec.detect_resolution,
-                request.resolution,
-            )
+        for index, (spec, image) in enumerate(
+            zip(request.extra_controls, extra_images, strict=True)
+        ):
+            try:
+                extra_map = self.control_map(
+                    spec.modality,
+                    image,
+                    spec.preprocessor,
+                    spec.preprocessor_params,
+                    spec.detect_resolution,
+                    request.resolution,
+                )
+            except ValueError as error:
+                raise ValueError(f"extra_images[{index}]: {error}") from None
             maps.append(fit_image(np.asarray(extra_map), (width, height)))
 
         def status(message: str) -> None:
@@ -491,7 +533,7 @@ class Engine:
             "modality_label": modality.label,
             "width": width,
             "height": height,
-            "seeds": [request.seed + i for i in range(request.num_images)],
+            "seeds": [image_seed(request.seed, i) for i in range(request.num_images)],
             "backend": self.manager.backend,
             "base_model": self.manager.base_model_id,
             "controlnet_model": loaded[0].model_id,
@@ -520,14 +562,20 @@ def _main_spec(request: GenerationRequest) -> ControlSpec:
 
 def _validate_control(spec: ControlSpec, prefix: str) -> ControlSpec:
     """`spec` normalised (preprocessor defaulted, params filled); ValueError naming the field."""
-    modality = get_modality(spec.modality)
+    try:
+        modality = get_modality(spec.modality)
+    except ValueError as error:
+        raise ValueError(f"{prefix}{error}") from None
     preprocessor = spec.preprocessor or modality.default_preprocessor
     if preprocessor not in modality.preprocessors:
         raise ValueError(
             f"{prefix}preprocessor must be one of {list(modality.preprocessors)} for "
             f"{modality.label}; got {preprocessor!r}"
         )
-    params = get_preprocessor(preprocessor).validate_params(spec.preprocessor_params)
+    try:
+        params = get_preprocessor(preprocessor).validate_params(spec.preprocessor_params)
+    except ValueError as error:
+        raise ValueError(f"{prefix}{error}" if prefix else str(error)) from None
     start = _number(f"{prefix}guidance_start", spec.guidance_start, 0.0, 1.0)
     end = _number(f"{prefix}guidance_end", spec.guidance_end, 0.0, 1.0)
     if start >= end:
@@ -557,12 +605,38 @@ _REQUEST_FIELDS = tuple(f.name for f in fields(GenerationRequest))
 
 
 def request_from_recipe(recipe: Mapping[str, Any]) -> GenerationRequest:
-    """The `GenerationRequest` that a recipe records (see `controlnet_core.recipes.read_recipe`)."""
-    if "modality" not in recipe:
+    """The `GenerationRequest` that a recipe records (see `controlnet_core.recipes.read_recipe`).
+
+    Only the shape is checked here (known modality, a mapping of parameters, a list of controls);
+    `Engine.validate` checks the values.
+    """
+    modality = recipe.get("modality")
+    if modality is None:
         raise ValueError("the recipe names no modality")
+    _recipe_modality(modality, "modality")
     values = {name: recipe[name] for name in _REQUEST_FIELDS if name in recipe}
-    values["extra_controls"] = tuple(
-        ControlSpec(**{name: spec[name] for name in _CONTROL_FIELDS if name in spec})
-        for spec in recipe.get("extra_controls", [])
-    )
+    extra = recipe.get("extra_controls", [])
+    if extra is None:
+        extra = []
+    if not isinstance(extra, list):
+        raise ValueError(
+            f"recipe field extra_controls must be a list of controls; got {type(extra).__name__}"
+        )
+    specs = []
+    for index, spec in enumerate(extra):
+        where = f"extra_controls[{index}]"
+        if not isinstance(spec, Mapping):
+            raise ValueError(
+                f"recipe field {where} must be an object with a modality; got {type(spec).__name__}"
+            )
+        if "modality" not in spec:
+            raise ValueError(f"recipe field {where} names no modality")
+        _recipe_modality(spec["modality"], f"{where}.modality")
+        specs.append(ControlSpec(**{name: spec[name] for name in _CONTROL_FIELDS if name in spec}))
+    values["extra_controls"] = tuple(specs)
     return GenerationRequest(**values)
+
+
+def _recipe_modality(value: Any, where: str) -> None:
+    if not isinstance(value, str) or value not in MODALITIES:
+        raise ValueError(f"recipe field {where} must be one of {list(MODALITIES)}; got {value!r}")

@@ -15,40 +15,74 @@ MAX_ASPECT_RATIO = 2.0
 
 
 def to_rgb_array(image: object) -> np.ndarray:
-    """An HxWx3 uint8 RGB array from a PIL image or a numpy array (gray, RGB or RGBA; uint8 or float).
+    """An HxWx3 uint8 RGB array from a PIL image or a numpy array, whatever its mode or depth.
 
     RGBA is composited over white, which is what a transparent upload or canvas looks like on screen.
+    16-bit images (depth and normal maps often are) are scaled to 8 bits rather than clipped; floats
+    in [0, 1] are scaled by 255; CMYK and other colour spaces are converted to RGB.
     """
     if image is None:
         raise ValueError("image is required: got None")
     if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA", "P"):
-            image = image.convert("RGBA")
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image)
-        array = np.asarray(image.convert("RGB"))
+        array = _pil_to_array(image)
     elif isinstance(image, np.ndarray):
         array = image
-        if array.dtype != np.uint8:
-            if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
-                array = array * 255.0
-            array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-        if array.ndim == 2:
-            array = np.stack([array] * 3, axis=-1)
-        if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-            raise ValueError(f"image must be HxW, HxWx3 or HxWx4; got shape {image.shape}")
-        if array.shape[2] == 1:
-            array = np.repeat(array, 3, axis=2)
-        if array.shape[2] == 4:
-            alpha = array[..., 3:4].astype(np.float32) / 255.0
-            array = np.rint(array[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     else:
         raise ValueError(f"image must be a PIL image or a numpy array; got {type(image).__name__}")
+    shape = array.shape
+    array = _to_uint8(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image must be HxW, HxWx3 or HxWx4; got shape {shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.shape[2] == 4:
+        alpha = array[..., 3:4].astype(np.float32) / 255.0
+        array = np.rint(array[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     if array.shape[0] < 8 or array.shape[1] < 8:
         raise ValueError(
             f"image is too small: {array.shape[1]}x{array.shape[0]} (need at least 8x8)"
         )
     return np.ascontiguousarray(array)
+
+
+# PIL modes whose pixels are single numbers wider than 8 bits.
+_WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """The pixels of a PIL image as gray, RGB or RGBA; ValueError if the file cannot be decoded."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"could not read the image ({error}); is the file complete?") from None
+    if image.mode in _WIDE_MODES:
+        return np.asarray(image)
+    if image.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+        return np.asarray(image.convert("RGBA"))
+    if image.mode == "L":
+        return np.asarray(image)
+    return np.asarray(image.convert("RGB"))
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """`array` as uint8: 16-bit ranges scaled down, [0, 1] floats scaled up, the rest clipped."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        if array.dtype == np.uint16 or (array.size and array.max() > 255):
+            # 16-bit data (a uint16 array, or PIL's 32-bit "I" mode that 16-bit PNGs open as).
+            return np.rint(np.clip(array, 0, 65535) / 257.0).astype(np.uint8)
+        return np.clip(array, 0, 255).astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"image pixels must be numbers; got dtype {array.dtype}")
+    array = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if array.size and array.max() <= 1.0:
+        array = array * 255.0
+    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
 def target_size(

@@ -167,6 +167,6 @@ def get_modality(modality_id: str) -> Modality:
     """The registry entry for `modality_id`; ValueError naming the known ids otherwise."""
     try:
         return MODALITIES[modality_id]
-    except KeyError:
+    except (KeyError, TypeError):
         known = ", ".join(MODALITIES)
         raise ValueError(f"modality must be one of: {known}; got {modality_id!r}") from None

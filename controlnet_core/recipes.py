@@ -124,7 +124,7 @@ def read_recipe(source: object) -> dict[str, Any]:
             with Image.open(path) as image:
                 recipe = _recipe_from_png(image)
         else:
-            recipe = _parse_json(path.read_text(encoding="utf-8", errors="replace"))
+            recipe = _parse_json(path.read_bytes())
     elif isinstance(source, (str, bytes)):
         recipe = _parse_json(source)
     else:
@@ -150,7 +150,13 @@ def _recipe_from_png(image: Image.Image) -> Any:
 
 
 def _parse_json(text: str | bytes) -> Any:
+    if isinstance(text, bytes):
+        # utf-8-sig: editors on Windows save JSON with a byte-order mark.
+        text = text.decode("utf-8-sig", errors="replace")
+    text = text.removeprefix("\ufeff")
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"the recipe is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError("the recipe is not valid JSON: it is nested too deeply") from None

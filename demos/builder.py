@@ -29,6 +29,7 @@ from controlnet_core.engine import (
     Engine,
     GenerationRequest,
     GenerationResult,
+    parse_flag,
     request_from_recipe,
 )
 from controlnet_core.modalities import INPUT_CANVAS, Modality, get_modality
@@ -132,13 +133,13 @@ def sampling_controls(engine: Engine, with_num_images: bool) -> SamplingControls
     )
 
 
-def choose_seed(seed: float | None, randomize: bool) -> int:
-    """The seed to use: a fresh random one when asked, else the given one (gr.Error if empty)."""
-    if randomize:
+def choose_seed(seed: Any, randomize: Any) -> Any:
+    """The seed to use: a fresh random one when asked, else the given one (the engine checks it)."""
+    if parse_flag("randomize_seed", randomize):
         return random.randint(0, MAX_SEED)
     if seed is None:
         raise gr.Error(f"seed must be a whole number between 0 and {MAX_SEED}")
-    return int(seed)
+    return seed
 
 
 def report(progress: gr.Progress) -> Callable[[float, str], None]:
@@ -185,6 +186,25 @@ def canvas_to_image(value: Any) -> np.ndarray:
     if array.ndim == 3 and (array.min(axis=2) < 200).sum() == 0:
         raise gr.Error("The canvas is empty: pick the brush and draw something first.")
     return array
+
+
+def check_recipe_tab(request: GenerationRequest, tab: str) -> None:
+    """gr.Error when a recipe belongs in another tab (its modality's, or Combine for several)."""
+    if request.extra_controls:
+        names = " + ".join(
+            get_modality(m).label
+            for m in (request.modality, *(spec.modality for spec in request.extra_controls))
+        )
+        if tab != "combine":
+            raise gr.Error(
+                f"This recipe combines {len(request.extra_controls) + 1} ControlNets ({names}); "
+                "load it in the Combine tab."
+            )
+    elif tab != "combine" and request.modality != tab:
+        raise gr.Error(
+            f"This recipe is for the {get_modality(request.modality).label} tab; "
+            "open that tab to load it."
+        )
 
 
 def upscale_for_display(image: Image.Image) -> Image.Image:
@@ -331,7 +351,10 @@ def create_demo(
                 else:
                     source = gr.Image(
                         label="Input image",
-                        type="numpy",
+                        # PIL in its own mode: the core converts 16-bit depth maps, CMYK and
+                        # transparency properly, where gradio's RGB conversion would clip them.
+                        type="pil",
+                        image_mode=None,
                         format="png",  # control maps go back in here: webp would shift colours
                         sources=["upload", "clipboard", "webcam"],
                         height=360,
@@ -465,7 +488,7 @@ def create_demo(
                 if owner == chosen
             }
 
-        def build_request(values: Sequence[Any]) -> tuple[np.ndarray, GenerationRequest, int]:
+        def build_request(values: Sequence[Any]) -> tuple[Any, GenerationRequest]:
             (
                 image,
                 prompt_text,
@@ -507,25 +530,30 @@ def create_demo(
                 scheduler=sampler,
                 control_mode=mode or "balanced",
             )
-            return array, request, int(seed_value)
+            return array, request
 
         @user_errors
         @on_gpu
         def run_generate(*values, progress=gr.Progress()):
-            array, request, seed_used = build_request(values)
+            array, request = build_request(values)
             result = engine.generate(request, array, progress=report(progress))
-            return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
+            return (
+                gallery_items(result),
+                result.recipe,
+                result.recipe["seed"],
+                gr.update(visible=False),
+            )
 
         @user_errors
         @on_gpu
         def run_compare(*values, progress=gr.Progress()):
-            array, request, seed_used = build_request(values)
+            array, request = build_request(values)
             result = engine.compare(request, array, progress=report(progress))
             slider = (upscale_for_display(result.images[0]), upscale_for_display(result.images[1]))
             return (
                 gallery_items(result),
                 result.recipe,
-                seed_used,
+                result.recipe["seed"],
                 gr.update(value=slider, visible=True),
             )
 
@@ -533,22 +561,23 @@ def create_demo(
         @on_gpu
         def run_sweep(*values, progress=gr.Progress()):
             *values, kind, text = values
-            array, request, seed_used = build_request(values)
+            array, request = build_request(values)
             sweep_list = parse_sweep_values(text)
             result = engine.sweep(request, array, kind, sweep_list, progress=report(progress))
-            return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
+            return (
+                gallery_items(result),
+                result.recipe,
+                result.recipe["seed"],
+                gr.update(visible=False),
+            )
 
         @user_errors
         def run_load_recipe(path):
             if not path:
                 return [gr.update() for _ in recipe_targets]
-            loaded = read_recipe(path)
-            if loaded.get("modality") != modality.id:
-                raise gr.Error(
-                    f"This recipe is for the {loaded.get('modality_label', loaded.get('modality'))} "
-                    f"tab; open that tab to load it."
-                )
-            request = engine.validate(request_from_recipe(loaded))
+            request = request_from_recipe(read_recipe(path))
+            check_recipe_tab(request, modality.id)
+            request = engine.validate(request)
             chosen = request.preprocessor
             values = {
                 prompt: request.prompt,
@@ -577,7 +606,7 @@ def create_demo(
             return updates
 
         @user_errors
-        def run_preview(image, chosen_preprocessor, detect_res, res, *param_values):
+        def run_preview(image, chosen_preprocessor, detect_res, res, *param_values, progress=None):
             array = read_source(image)
             control = engine.control_map(
                 modality.id,
@@ -675,6 +704,11 @@ def create_demo(
             inputs=recipe_file,
             outputs=recipe_targets,
             api_name=f"{modality.id}_load_recipe",
+        )
+        name_parameters(
+            run_preview,
+            ["image", "preprocessor", "detect_resolution", "resolution"]
+            + [f"{owner}_{name}" for owner, name in zip(param_owners, param_names, strict=True)],
         )
         preview.click(
             run_preview,

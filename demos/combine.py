@@ -1,11 +1,15 @@
 """Combine tab: several ControlNets at once (multi-ControlNet), each with its own strength and window.
 
 Unit 1 is required; units 2 and 3 join when they have an image. All maps are made at the first unit's
-size. Endpoints: `/combine` (generate) and `/combine_compare` (the same against plain SD).
+size. Endpoints: `/combine` (generate), `/combine_compare` (the same against plain SD) and
+`/combine_load_recipe` (refill the tab from a PNG made here or its JSON recipe).
 """
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +20,14 @@ from controlnet_core.engine import (
     ControlSpec,
     Engine,
     GenerationRequest,
+    request_from_recipe,
 )
 from controlnet_core.modalities import INPUT_IMAGE, MODALITIES, get_modality
 from controlnet_core.preprocessors import get_preprocessor
+from controlnet_core.recipes import read_recipe
 from controlnet_core.sampling import CONTROL_MODES
 from demos.builder import (
+    check_recipe_tab,
     choose_seed,
     gallery_items,
     name_parameters,
@@ -54,6 +61,40 @@ def _preprocessor_choices(modality_id: str) -> list[tuple[str, str]]:
     return [(get_preprocessor(p).label, p) for p in get_modality(modality_id).preprocessors]
 
 
+# Core messages name request fields; the page names its units (ControlNet 1 is the main control).
+_MAIN_FIELDS = re.compile(
+    r"^(image|preprocessor|guidance_start|guidance_end|conditioning_scale|detect_resolution)\b"
+)
+_EXTRA_FIELD = re.compile(r"extra_(?:controls|images)\[(\d+)\]\.?:? ?")
+
+
+def unit_message(message: str, unit_numbers: list[int]) -> str:
+    """A core error message with its fields renamed after the page's units ("ControlNet 2: …")."""
+
+    def extra(match: re.Match) -> str:
+        index = int(match.group(1))
+        number = unit_numbers[index] if index < len(unit_numbers) else index + 2
+        return f"ControlNet {number}: "
+
+    if _MAIN_FIELDS.match(message):
+        return f"ControlNet 1: {message}"
+    return _EXTRA_FIELD.sub(extra, message)
+
+
+def name_units(fn: Callable) -> Callable:
+    """Rewrite the ValueErrors of `fn(values) -> (…, unit_numbers)` callers, see `unit_message`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as error:
+            numbers = getattr(error, "unit_numbers", [2, 3])
+            raise ValueError(unit_message(str(error), numbers)) from error
+
+    return wrapper
+
+
 def create_demo(engine: Engine) -> gr.Blocks:
     defaults = engine.ui_defaults()
     choices = _upload_modalities()
@@ -73,7 +114,11 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     gr.Markdown(f"**ControlNet {index + 1}** ({label})")
                     modality = gr.Dropdown(label="Modality", choices=choices, value=modality_id)
                     image = gr.Image(
-                        label="Image or control map", type="numpy", format="png", height=220
+                        label="Image or control map",
+                        type="pil",
+                        image_mode=None,  # the core converts 16-bit, CMYK and transparency
+                        format="png",
+                        height=220,
                     )
                     preprocessor = gr.Dropdown(
                         label="Preprocessor",
@@ -133,6 +178,12 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     label="Plain SD ⟷ ControlNets", format="png", type="pil", visible=False
                 )
                 with gr.Accordion("Recipe", open=False):
+                    recipe_file = gr.File(
+                        label="Load a recipe (a PNG made here, or its JSON) to refill this tab; "
+                        "recipes hold the settings, not the images: add those again",
+                        file_types=[".png", ".json"],
+                        type="filepath",
+                    )
                     recipe = gr.JSON(label="Recipe of the last result")
 
         unit_inputs = [
@@ -177,10 +228,13 @@ def create_demo(engine: Engine) -> gr.Blocks:
             first = unit_values[0]
             if first[1] is None:
                 raise gr.Error("ControlNet 1 needs an image.")
-            extras, extra_images = [], []
-            for modality_id, image, chosen, strength, start, end in unit_values[1:]:
+            extras, extra_images, unit_numbers = [], [], []
+            for number, (modality_id, image, chosen, strength, start, end) in enumerate(
+                unit_values[1:], start=2
+            ):
                 if image is None:
                     continue
+                unit_numbers.append(number)
                 extras.append(
                     ControlSpec(
                         modality=modality_id,
@@ -209,27 +263,103 @@ def create_demo(engine: Engine) -> gr.Blocks:
                 control_mode=mode or "balanced",
                 extra_controls=tuple(extras),
             )
-            return first[1], request, extra_images, int(seed_value)
+            return first[1], request, extra_images, unit_numbers
+
+        def run(method: Callable, values: list[Any], progress: gr.Progress):
+            image, request, extra_images, unit_numbers = build(values)
+            try:
+                return method(request, image, report(progress), extra_images)
+            except ValueError as error:
+                error.unit_numbers = unit_numbers
+                raise
 
         @user_errors
+        @name_units
         @on_gpu
         def run_generate(*values, progress=gr.Progress()):
-            image, request, extra_images, seed_used = build(list(values))
-            result = engine.generate(request, image, report(progress), extra_images)
-            return gallery_items(result), result.recipe, seed_used, gr.update(visible=False)
+            result = run(engine.generate, list(values), progress)
+            return (
+                gallery_items(result),
+                result.recipe,
+                result.recipe["seed"],
+                gr.update(visible=False),
+            )
 
         @user_errors
+        @name_units
         @on_gpu
         def run_compare(*values, progress=gr.Progress()):
-            image, request, extra_images, seed_used = build(list(values))
-            result = engine.compare(request, image, report(progress), extra_images)
+            result = run(engine.compare, list(values), progress)
             pair = (upscale_for_display(result.images[0]), upscale_for_display(result.images[1]))
             return (
                 gallery_items(result),
                 result.recipe,
-                seed_used,
+                result.recipe["seed"],
                 gr.update(value=pair, visible=True),
             )
+
+        @user_errors
+        @name_units
+        def run_load_recipe(path):
+            if not path:
+                return [gr.update() for _ in recipe_targets]
+            request = request_from_recipe(read_recipe(path))
+            check_recipe_tab(request, "combine")
+            request = engine.validate(request)
+            controls = [request, *request.extra_controls]
+            if len(controls) > UNITS:
+                raise gr.Error(
+                    f"This recipe has {len(controls)} ControlNets; the Combine tab holds {UNITS}."
+                )
+            updates = []
+            for number in range(1, UNITS + 1):
+                if number > len(controls):
+                    # A unit the recipe does not use must not join the next generation.
+                    updates += [gr.update(), gr.update(value=None)] + [gr.update()] * 4
+                    continue
+                control = controls[number - 1]
+                if control.modality not in available:
+                    raise gr.Error(
+                        f"ControlNet {number} of this recipe is {get_modality(control.modality).label}, "
+                        "which the Combine tab does not take: load it in its own tab."
+                    )
+                if (
+                    dict(control.preprocessor_params)
+                    != get_preprocessor(control.preprocessor).defaults()
+                    or control.detect_resolution != 512
+                ):
+                    gr.Warning(
+                        f"ControlNet {number}: this tab has no preprocessor settings, so the "
+                        "recipe's detect resolution and preprocessor parameters are not used."
+                    )
+                updates += [
+                    gr.update(value=control.modality),
+                    gr.update(),
+                    gr.update(
+                        choices=_preprocessor_choices(control.modality),
+                        value=control.preprocessor,
+                    ),
+                    gr.update(value=control.conditioning_scale),
+                    gr.update(value=control.guidance_start),
+                    gr.update(value=control.guidance_end),
+                ]
+            if request.num_images != 1:
+                gr.Warning(
+                    f"The recipe made {request.num_images} images; this tab makes one, the first."
+                )
+            common = [
+                request.prompt,
+                request.negative_prompt,
+                request.control_mode,
+                request.guess_mode,
+                request.steps,
+                request.guidance_scale,
+                request.seed,
+                False,
+                request.resolution,
+                request.scheduler,
+            ]
+            return updates + [gr.update(value=value) for value in common]
 
         name_parameters(run_generate, names)
         name_parameters(run_compare, names)
@@ -247,6 +377,13 @@ def create_demo(engine: Engine) -> gr.Blocks:
             outputs=outputs,
             api_name="combine_compare",
             concurrency_id="generate",
+        )
+        recipe_targets = [*unit_inputs, *common_inputs]
+        recipe_file.upload(
+            run_load_recipe,
+            inputs=recipe_file,
+            outputs=recipe_targets,
+            api_name="combine_load_recipe",
         )
     return demo
 

@@ -14,5 +14,8 @@ def launch_single(create_demo: Callable[[Engine], gr.Blocks]) -> None:
     settings = settings_from_cli()
     demo = create_demo(Engine(settings))
     demo.queue(max_size=settings.queue_size).launch(
-        server_name=settings.host, server_port=settings.port, share=settings.share
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        show_error=True,  # as in app.py: gradio's own input errors name the input
     )

@@ -244,3 +244,118 @@ def test_a_bad_setting_stops_the_app_with_a_one_line_error(monkeypatch):
     monkeypatch.setenv("CONTROLNET_PORT", "eighty")
     with pytest.raises(SystemExit, match="app.py: error: CONTROLNET_PORT"):
         main(["--backend", "tiny"])
+
+
+def test_preview_endpoint_names_its_parameters_and_checks_sizes(served):
+    client, square = served
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [p["parameter_name"] for p in info["/canny_map"]["parameters"]]
+    assert names[:4] == ["image", "preprocessor", "detect_resolution", "resolution"]
+    assert "canny_low_threshold" in names
+    args = endpoint_args(client, "/canny_map", handle_file(str(square)), resolution=100)
+    with pytest.raises(Exception, match="resolution must be a multiple of 64"):
+        client.predict(*args, api_name="/canny_map")
+
+
+def test_sixteen_bit_uploads_reach_the_core_unclipped(served, tmp_path):
+    client, _ = served
+    ramp = np.linspace(0, 65535, 128 * 128).reshape(128, 128).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    args = endpoint_args(
+        client, "/canny_map", handle_file(str(tmp_path / "ramp16.png")), resolution=128
+    )
+    args[1] = "none"  # the map is the upload itself
+    gallery = client.predict(*args, api_name="/canny_map")
+    shown = _load(gallery[0]["image"]).astype(float)
+    assert abs(shown.mean() - 127.5) < 2  # gradio's own RGB conversion clipped it to ≈ 254
+
+
+def test_text_flags_and_seeds_near_the_maximum(served):
+    client, square = served
+    args = endpoint_args(
+        client,
+        "/canny",
+        handle_file(str(square)),
+        **{**FAST, "seed": 2**32 - 1, "randomize_seed": "false"},
+    )
+    gallery, recipe, seed, _ = client.predict(*args, api_name="/canny")
+    assert seed == 2**32 - 1 and recipe["seeds"] == [2**32 - 1, 0]
+    assert [item["caption"] for item in gallery[1:]] == ["seed 4294967295", "seed 0"]
+
+
+def test_recipes_go_to_the_right_tab(served):
+    client, square = served
+    args = endpoint_args(
+        client,
+        "/combine",
+        None,
+        unit1_image=handle_file(str(square)),
+        unit1_preprocessor="canny",
+        unit2_modality="scribble",
+        unit2_image=handle_file(str(square)),
+        unit2_preprocessor="scribble_threshold",
+        unit2_strength=0.5,
+        unit3_image=None,
+        prompt="a red square",
+        steps=2,
+        resolution=64,
+        randomize_seed=False,
+        seed=9,
+    )
+    args[0] = "canny"
+    gallery, recipe, _, _ = client.predict(*args, api_name="/combine")
+    combined = handle_file(gallery[2]["image"])
+    with pytest.raises(Exception, match=r"combines 2 ControlNets \(Canny \+ Scribble\)"):
+        client.predict(combined, api_name="/canny_load_recipe")
+    values = client.predict(combined, api_name="/combine_load_recipe")
+    values = [v["value"] if isinstance(v, dict) and "value" in v else v for v in values]
+    # Units: modality, image, preprocessor, strength, start, end (x3), then the common settings.
+    assert values[0] == "canny" and values[6] == "scribble" and values[8] == "scribble_threshold"
+    assert values[9] == 0.5
+    assert values[13] is None  # unit 3's image is cleared: it must not join the next run
+    prompt, _, mode, guess, steps, _, seed, randomize, resolution, _ = values[18:]
+    assert (prompt, mode, guess, steps, seed, randomize, resolution) == (
+        "a red square",
+        "balanced",
+        False,
+        2,
+        9,
+        False,
+        64,
+    )
+    # Generating again from the refilled settings gives the same image.
+    refilled = [
+        arg if isinstance(value, dict) else value for arg, value in zip(args, values, strict=True)
+    ]
+    refilled[1] = refilled[7] = handle_file(str(square))
+    again, recipe_again, _, _ = client.predict(*refilled, api_name="/combine")
+    assert recipe_again["extra_controls"] == recipe["extra_controls"]
+    assert np.array_equal(_load(again[2]["image"]), _load(gallery[2]["image"]))
+    # A single-modality recipe loads in its own tab, not another's.
+    single, *_ = client.predict(
+        *endpoint_args(client, "/canny", handle_file(str(square)), **FAST), api_name="/canny"
+    )
+    with pytest.raises(Exception, match="This recipe is for the Canny tab"):
+        client.predict(handle_file(single[1]["image"]), api_name="/scribble_load_recipe")
+
+
+def test_combine_errors_name_the_unit(served):
+    client, square = served
+    args = endpoint_args(
+        client,
+        "/combine",
+        None,
+        unit1_image=handle_file(str(square)),
+        unit1_preprocessor="canny",
+        unit2_image=None,
+        unit3_modality="scribble",
+        unit3_image=handle_file(str(square)),
+        unit3_preprocessor="scribble_threshold",
+        unit3_start=0.9,
+        unit3_end=0.1,
+        steps=2,
+        resolution=64,
+    )
+    args[0] = "canny"
+    with pytest.raises(Exception, match=r"ControlNet 3: guidance_start \(0.9\) must be less"):
+        client.predict(*args, api_name="/combine")

@@ -15,7 +15,13 @@ from PIL import Image
 from controlnet_core.engine import ControlSpec, Engine, GenerationRequest, request_from_recipe
 from controlnet_core.modalities import get_modality
 from controlnet_core.models import make_scheduler
-from controlnet_core.recipes import a1111_parameters, read_recipe, recipe_for_image, save_png
+from controlnet_core.recipes import (
+    RECIPE_FORMAT,
+    a1111_parameters,
+    read_recipe,
+    recipe_for_image,
+    save_png,
+)
 from controlnet_core.sampling import soft_weights
 from controlnet_core.settings import Settings
 
@@ -211,6 +217,38 @@ def test_bad_recipes_are_rejected_clearly(tmp_path):
         read_recipe("{nope")
     with pytest.raises(ValueError, match="not a recipe of this app"):
         read_recipe({"prompt": "x"})
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_recipe("[" * 100_000)
+
+
+def test_a_json_recipe_saved_with_a_byte_order_mark_loads(tmp_path):
+    import json
+
+    recipe = {"format": RECIPE_FORMAT, "modality": "canny", "seed": 3}
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(recipe).encode())
+    assert read_recipe(tmp_path / "bom.json") == recipe
+    assert read_recipe("\ufeff" + json.dumps(recipe)) == recipe
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"modality": None}, "names no modality"),
+        ({"modality": "x-ray"}, "recipe field modality must be one of"),
+        ({"modality": {"id": "canny"}}, "recipe field modality must be one of"),
+        ({"preprocessor_params": [1, 2]}, "parameters must map names to values; got list"),
+        ({"preprocessor_params": "abc"}, "parameters must map names to values; got str"),
+        ({"extra_controls": "abc"}, "extra_controls must be a list of controls; got str"),
+        ({"extra_controls": [1]}, r"extra_controls\[0\] must be an object"),
+        ({"extra_controls": [{"strength": 1}]}, r"extra_controls\[0\] names no modality"),
+        ({"extra_controls": [{"modality": "dept"}]}, r"extra_controls\[0\].modality must be"),
+        ({"guess_mode": "perhaps"}, "guess_mode must be true or false"),
+    ],
+)
+def test_badly_shaped_recipe_fields_are_named(tiny_engine, fields, message):
+    recipe = {"format": RECIPE_FORMAT, "modality": "canny", **fields}
+    with pytest.raises(ValueError, match=message):
+        tiny_engine.validate(request_from_recipe(read_recipe(recipe)))
 
 
 def test_a1111_text_lists_every_controlnet():

@@ -257,3 +257,78 @@ def test_large_photos_are_scaled_down_for_detection(tiny_engine):
     control = tiny_engine.control_map("canny", photo, detect_resolution=256, resolution=64)
     assert control.shape == (64, 64, 3)  # 4:3 at a 64-px short side rounds to 64x64 (centre crop)
     assert control.max() >= 200 and control[28:36, 36:44].max() == 0
+
+
+def test_sixteen_bit_cmyk_and_float_images_are_converted_not_clipped(tmp_path):
+    from controlnet_core.images import to_rgb_array
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / "depth16.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")  # what a 16-bit depth map opens as
+        converted = to_rgb_array(image)
+    assert converted.dtype == np.uint8 and converted.shape == (64, 64, 3)
+    assert converted[0, 0, 0] == 0 and converted[-1, -1, 0] == 255
+    assert abs(converted.mean() - 127.5) < 1  # a ramp stays a ramp (clipping gave ≈ 254.5)
+    assert np.array_equal(to_rgb_array(ramp), converted)
+    cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # no magenta/yellow ink: red
+    assert to_rgb_array(cmyk)[0, 0].tolist() == [255, 0, 0]
+    floats = np.full((16, 16), 0.5, np.float32)
+    assert to_rgb_array(floats)[0, 0].tolist() == [128, 128, 128]
+    truncated = tmp_path / "truncated.png"
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    with Image.open(truncated) as image, pytest.raises(ValueError, match="could not read"):
+        to_rgb_array(image)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, True), (False, False), (1, True), (0, False), ("true", True), ("False", False)]
+    + [("no", False), ("yes", True), (np.bool_(True), True)],
+)
+def test_flags_parse_words_and_reject_anything_else(value, expected):
+    from controlnet_core.engine import parse_flag
+
+    assert parse_flag("guess_mode", value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, None, 0.5])
+def test_flags_reject_other_values(value):
+    from controlnet_core.engine import parse_flag
+
+    with pytest.raises(ValueError, match="guess_mode must be true or false"):
+        parse_flag("guess_mode", value)
+
+
+def test_guess_mode_false_as_text_is_false(tiny_engine, square_image):
+    result = make(tiny_engine, square_image, guess_mode="false")
+    assert result.recipe["guess_mode"] is False
+
+
+def test_seeds_of_a_batch_wrap_past_the_largest_seed(tiny_engine, square_image):
+    from controlnet_core.engine import MAX_SEED
+
+    result = make(tiny_engine, square_image, seed=MAX_SEED, num_images=2, steps=1)
+    assert result.recipe["seeds"] == [MAX_SEED, 0]
+    again = make(tiny_engine, square_image, seed=0, steps=1)
+    assert np.array_equal(result.arrays[1], again.arrays[0])
+
+
+def test_preview_maps_check_their_sizes_like_generation(tiny_engine, square_image):
+    with pytest.raises(ValueError, match="resolution must be a multiple of 64"):
+        tiny_engine.control_map("canny", square_image, resolution=100)
+    with pytest.raises(ValueError, match="detect_resolution must be between 64 and 2048"):
+        tiny_engine.control_map("canny", square_image, detect_resolution=5000)
+
+
+def test_errors_of_an_extra_control_image_name_it(tiny_engine, square_image):
+    from controlnet_core.engine import ControlSpec
+
+    request = GenerationRequest(
+        modality="canny", **FAST, extra_controls=(ControlSpec(modality="scribble"),)
+    )
+    with pytest.raises(ValueError, match=r"extra_images\[0\]: image is too small"):
+        tiny_engine.generate(request, square_image, extra_images=[np.zeros((4, 4, 3), np.uint8)])

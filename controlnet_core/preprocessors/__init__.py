@@ -101,6 +101,11 @@ class PreprocessorSpec:
 
     def validate_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults updated with `params` (a fresh dict each call); unknown names are an error."""
+        if params is not None and not isinstance(params, Mapping):
+            raise ValueError(
+                f"preprocessor {self.id!r} parameters must map names to values; "
+                f"got {type(params).__name__}"
+            )
         params = dict(params or {})
         known = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(known))
