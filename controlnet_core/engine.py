@@ -313,12 +313,15 @@ class Engine:
             tuple(sorted(values.items())),
             detect_resolution,
             size,
+            modality.label_map,
         )
         with self._map_lock:
             if key in self._map_cache:
                 self._map_cache.move_to_end(key)
                 return self._map_cache[key]
-        result = apply_preprocessor(preprocessor, array, size, detect_resolution, values)
+        result = apply_preprocessor(
+            preprocessor, array, size, detect_resolution, values, label_map=modality.label_map
+        )
         result.setflags(write=False)
         with self._map_lock:
             self.preprocessor_runs += 1
@@ -449,14 +452,17 @@ class Engine:
                 )
             except ValueError as error:
                 raise ValueError(f"extra_images[{index}]: {error}") from None
-            maps.append(fit_image(np.asarray(extra_map), (width, height)))
+            resample = Image.NEAREST if get_modality(spec.modality).label_map else Image.LANCZOS
+            maps.append(fit_image(np.asarray(extra_map), (width, height), resample))
 
         def status(message: str) -> None:
             if progress is not None:
                 progress(0.0, message)
 
         specs = [_main_spec(request), *request.extra_controls]
-        loaded = [self.manager.controlnet(get_modality(spec.modality), status) for spec in specs]
+        modalities = [get_modality(spec.modality) for spec in specs]
+        keys = [m.controlnet_key for m in modalities]
+        loaded = [self.manager.controlnet(m, status, keep=keys) for m in modalities]
         units = [
             ControlUnit(model=net.model, image=Image.fromarray(m))
             for net, m in zip(loaded, maps, strict=True)

@@ -21,7 +21,8 @@ class Modality:
 
     `controlnet_key` names the weights independently of the backend ("canny", "scribble", ...): the real
     backend maps it to `controlnet_id`, the offline backends to their own nets. Two modalities may share a
-    key (the Sketch canvas uses the scribble ControlNet).
+    key (the Sketch canvas uses the scribble ControlNet). `label_map`: the map's colours are class labels,
+    so it is resized with nearest neighbour (blending two class colours would invent a third class).
     """
 
     id: str
@@ -34,6 +35,7 @@ class Modality:
     default_prompt: str = ""
     default_conditioning_scale: float = 1.0
     examples: tuple[tuple[str, str], ...] = field(default=())
+    label_map: bool = False
 
     def __post_init__(self) -> None:
         if not self.preprocessors:
@@ -130,6 +132,7 @@ _ENTRIES = (
         preprocessors=("seg_upernet", "seg_palette_snap", "none"),
         description="A map of ADE20K classes in their colours: segmented from a photo or painted.",
         default_prompt="a lake in the mountains at sunrise, best quality",
+        label_map=True,
     ),
     Modality(
         id="lineart",

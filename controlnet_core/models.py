@@ -9,17 +9,19 @@ state. Nothing is loaded at construction: the first request pays for loading.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from controlnet_core.concurrency import model_construction_lock
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import DTYPES, SCHEDULER_NAMES, Settings
@@ -81,7 +83,13 @@ def make_scheduler(name: str, base_config: dict):
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {list(SCHEDULERS)}; got {name!r}")
     cls = getattr(diffusers, SCHEDULERS[name])
-    extra = {"use_karras_sigmas": True} if "Karras" in name else {}
+    # The model's config decides its training schedule (betas, prediction type, spacing); the sampler
+    # name alone decides the sampling algorithm, whatever variant the model's own config names.
+    extra: dict = {}
+    if "use_karras_sigmas" in inspect.signature(cls.__init__).parameters:
+        extra["use_karras_sigmas"] = "Karras" in name
+    if cls.__name__ == "DPMSolverMultistepScheduler":
+        extra.update(algorithm_type="dpmsolver++", solver_order=2)
     return cls.from_config(base_config, **extra)
 
 
@@ -192,7 +200,8 @@ class ModelManager:
             return self._base
         with self._base_lock:
             if self._base is None:
-                self._base, self._base_id = self._load_base(status)
+                with model_construction_lock:
+                    self._base, self._base_id = self._load_base(status)
                 self._count_load("base")
         return self._base
 
@@ -274,9 +283,17 @@ class ModelManager:
     # --- ControlNets ----------------------------------------------------------------------------
 
     def controlnet(
-        self, modality: Modality, status: StatusCallback | None = None
+        self,
+        modality: Modality,
+        status: StatusCallback | None = None,
+        keep: Collection[str] = (),
     ) -> LoadedControlNet:
-        """The ControlNet of `modality`, from the LRU cache or loaded now (once, even if racing)."""
+        """The ControlNet of `modality`, from the LRU cache or loaded now (once, even if racing).
+
+        Eviction spares the ControlNet keys in `keep` (the others of the same request), so a request
+        that uses more ControlNets than the cache holds does not evict its own and reload them all
+        next time; the cache shrinks back to its size on a later load.
+        """
         base = self.base(status)
         key = modality.controlnet_key
         with self._cache_lock:
@@ -290,14 +307,18 @@ class ModelManager:
                 cached = self._controlnets.get(key)
                 if cached is not None:
                     return cached
-            model, model_id = self._load_controlnet(modality, base, status)
+            with model_construction_lock:
+                model, model_id = self._load_controlnet(modality, base, status)
             loaded = LoadedControlNet(key=key, model_id=model_id, model=model)
             self._count_load(f"controlnet:{key}")
             with self._cache_lock:
                 self._controlnets[key] = loaded
-                while len(self._controlnets) > self.settings.max_cached_controlnets:
-                    # In-flight requests keep their own reference, so eviction is safe.
-                    self._controlnets.popitem(last=False)
+                # In-flight requests keep their own reference, so eviction is safe.
+                spare = {key, *keep}
+                for old in [k for k in self._controlnets if k not in spare]:
+                    if len(self._controlnets) <= self.settings.max_cached_controlnets:
+                        break
+                    del self._controlnets[old]
             return loaded
 
     def _load_controlnet(self, modality: Modality, base, status: StatusCallback | None):

@@ -116,7 +116,7 @@ def read_recipe(source: object) -> dict[str, Any]:
         recipe = source
     elif isinstance(source, Image.Image):
         recipe = _recipe_from_png(source)
-    elif isinstance(source, (str, Path)) and Path(source).is_file():
+    elif isinstance(source, (str, Path)) and _is_file(source):
         path = Path(source)
         with path.open("rb") as handle:
             signature = handle.read(8)
@@ -137,6 +137,15 @@ def read_recipe(source: object) -> dict[str, Any]:
             "load a PNG generated here or its JSON recipe"
         )
     return recipe
+
+
+def _is_file(source: str | Path) -> bool:
+    if isinstance(source, str) and source.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
+        return False  # JSON text, not a path
+    try:
+        return Path(source).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def _recipe_from_png(image: Image.Image) -> Any:

@@ -194,8 +194,9 @@ def sample(
     if getattr(pipe, "safety_checker", None) is not None:
         decoded, flags = pipe.run_safety_checker(decoded, device, text.dtype)
         nsfw = [bool(f) for f in (flags or nsfw)]
+    # As diffusers does: a blocked image (zeroed by the checker) stays black, not mid-grey.
     images = pipe.image_processor.postprocess(
-        decoded, output_type="np", do_denormalize=[True] * batch
+        decoded, output_type="np", do_denormalize=[not flag for flag in nsfw]
     )
     return np.asarray(images, dtype=np.float32), nsfw
 

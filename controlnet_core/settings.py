@@ -116,6 +116,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from environment variables (see ENV_VARS), defaults for the rest."""
     environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
+    sources: dict[str, str] = {}
     defaults = Settings()
     for field in fields(Settings):
         name = ENV_VARS[field.name]
@@ -124,6 +125,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
             if name not in environ:
                 continue
         raw = environ[name]
+        if not raw.strip():
+            continue  # an empty value (an unfilled .env or compose template) means the default
+        sources[field.name] = name
         default = getattr(defaults, field.name)
         try:
             if isinstance(default, bool):
@@ -136,7 +140,13 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
                 )
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValueError as error:  # a choice setting ("backend must be one of …"): name its variable
+        field_name = str(error).split(" ", 1)[0]
+        if field_name in sources:
+            raise ValueError(f"{sources[field_name]}: {error}") from None
+        raise
 
 
 def build_parser(defaults: Settings) -> argparse.ArgumentParser:

@@ -175,6 +175,11 @@ def tiny_controlnet(unet, key: str):
     """A ControlNet cloned from `unet` (as the paper does) with seeded non-zero output convolutions."""
     from diffusers import ControlNetModel
 
-    controlnet = ControlNetModel.from_unet(unet)
-    randomize_control_outputs(controlnet, seed=zlib.crc32(key.encode()))
+    seed = zlib.crc32(key.encode())
+    # from_unet draws the condition encoder's first layers from the global RNG: seed them too, so a
+    # tiny ControlNet is the same whenever (and in whatever order) it is built.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        controlnet = ControlNetModel.from_unet(unet)
+    randomize_control_outputs(controlnet, seed=seed)
     return controlnet.eval().requires_grad_(False)

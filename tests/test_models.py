@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from controlnet_core.engine import Engine, GenerationRequest
 from controlnet_core.modalities import get_modality
@@ -52,6 +53,79 @@ def test_concurrent_loads_happen_once():
         thread.join()
     assert len({id(r) for r in results}) == 1
     assert manager.loads == {"base": 1, "controlnet:canny": 1}
+
+
+def test_model_loads_never_overlap_across_threads(monkeypatch):
+    """diffusers patches torch process-wide while it builds a model: two overlapping builds left
+    every later module on the meta device. Loads of different models must run one at a time."""
+    import time
+
+    manager = ModelManager(Settings(backend="tiny"))
+    manager.base()
+    load = manager._load_controlnet
+    running, overlaps = [], []
+
+    def slow_load(*args, **kwargs):
+        running.append(1)
+        overlaps.append(len(running))
+        time.sleep(0.05)
+        try:
+            return load(*args, **kwargs)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(manager, "_load_controlnet", slow_load)
+    threads = [
+        threading.Thread(target=manager.controlnet, args=(get_modality(m),))
+        for m in ("canny", "depth", "seg", "mlsd")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(overlaps) == 4 and max(overlaps) == 1
+    assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # torch left unpatched
+
+
+def test_a_request_never_evicts_its_own_controlnets(square_image):
+    from controlnet_core.engine import ControlSpec
+
+    engine = Engine(Settings(backend="tiny", max_cached_controlnets=1))
+    request = GenerationRequest(
+        modality="canny",
+        steps=1,
+        resolution=64,
+        extra_controls=(ControlSpec("scribble", "none"), ControlSpec("mlsd", "none")),
+    )
+    for _ in range(2):
+        engine.generate(request, square_image, extra_images=[square_image, square_image])
+    loads = engine.manager.loads
+    assert [loads[f"controlnet:{k}"] for k in ("canny", "scribble", "mlsd")] == [1, 1, 1]
+    depth = GenerationRequest(modality="depth", preprocessor="none", steps=1, resolution=64)
+    engine.generate(depth, square_image)
+    assert engine.manager.cached_controlnets() == ["depth"]  # back to its size
+
+
+def test_tiny_controlnets_do_not_depend_on_the_global_rng():
+    unet = tiny_pipeline().unet
+    torch.manual_seed(1)
+    first = tiny_controlnet(unet, "canny").state_dict()
+    torch.manual_seed(2)
+    second = tiny_controlnet(unet, "canny").state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_sampler_names_decide_the_algorithm_whatever_the_model_config_says():
+    from controlnet_core.models import make_scheduler
+
+    config = dict(tiny_pipeline().scheduler.config)
+    config.update(use_karras_sigmas=True, algorithm_type="sde-dpmsolver++", solver_order=3)
+    dpm = make_scheduler("DPM++ 2M", config)
+    assert not dpm.config.use_karras_sigmas
+    assert (dpm.config.algorithm_type, dpm.config.solver_order) == ("dpmsolver++", 2)
+    assert make_scheduler("DPM++ 2M Karras", config).config.use_karras_sigmas
+    assert not make_scheduler("Euler", config).config.use_karras_sigmas
+    assert not make_scheduler("UniPC", config).config.use_karras_sigmas
 
 
 def test_two_threads_on_two_modalities_match_sequential_runs(square_image):
@@ -239,6 +313,18 @@ def test_settings_from_env_and_cli():
         Settings(dtype="fp8")
     with pytest.raises(SystemExit):
         settings_from_cli(["--backend", "gpu"], {})
+
+
+def test_env_errors_name_the_variable_and_empty_values_mean_the_default():
+    with pytest.raises(ValueError, match="^CONTROLNET_BACKEND: backend must be one of"):
+        settings_from_env({"CONTROLNET_BACKEND": "Tiny"})
+    with pytest.raises(ValueError, match="^CONTROLNET_SCHEDULER: scheduler must be one of"):
+        settings_from_env({"CONTROLNET_SCHEDULER": "plms"})
+    # An unfilled template line must not switch the safety checker off or the base model to "".
+    empty = settings_from_env(
+        {"CONTROLNET_SAFETY_CHECKER": "", "CONTROLNET_BASE_MODEL": " ", "CONTROLNET_PORT": ""}
+    )
+    assert empty == Settings()
 
 
 def test_toy_backend_notes_say_which_tabs_it_covers(monkeypatch):

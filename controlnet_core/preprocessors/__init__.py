@@ -282,12 +282,14 @@ def apply_preprocessor(
     output_size: tuple[int, int],
     detect_resolution: int = 512,
     params: Mapping[str, Any] | None = None,
+    label_map: bool = False,
 ) -> np.ndarray:
     """The control map of `image` made by `preprocessor_id`, as HxWx3 uint8 of `output_size` (w, h).
 
     The input is scaled so its short side is `detect_resolution` before detection (when the
-    preprocessor uses it) and the map is scaled to the generation size afterwards (nearest-neighbour
-    for binary maps would alias; bilinear keeps thin lines visible, as the reference does).
+    preprocessor uses it) and the map is scaled to the generation size afterwards: bilinear keeps thin
+    lines visible, as the reference does (nearest neighbour would alias them); a `label_map` (class
+    colours, e.g. segmentation) is scaled with nearest neighbour, which invents no in-between class.
     """
     spec = get_preprocessor(preprocessor_id)
     values = spec.validate_params(params)
@@ -302,7 +304,7 @@ def apply_preprocessor(
     result = to_rgb_array(spec.run(array, **values))
     if spec.thin_lines:
         result = _keep_lines_when_shrinking(result, output_size)
-    return fit_image(result, output_size, Image.BILINEAR)
+    return fit_image(result, output_size, Image.NEAREST if label_map else Image.BILINEAR)
 
 
 def _keep_lines_when_shrinking(result: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from controlnet_core.concurrency import model_construction_lock
 from controlnet_core.preprocessors import (
     ParamSpec,
     PreprocessorSpec,
@@ -125,7 +126,8 @@ class AnnotatorCache:
             if failure is not None and time.monotonic() - failure[0] < self.retry_after_s:
                 raise WeightsUnavailableError(failure[1])
             try:
-                detector = _load_local_first(source)
+                with model_construction_lock:
+                    detector = _load_local_first(source)
             except WeightsUnavailableError as error:
                 with self._lock:
                     self._failures[name] = (time.monotonic(), str(error))
