@@ -29,6 +29,16 @@ footer { display: none !important; }
 """
 
 
+COMBINE_POSITION = 3  # after Canny, Scribble and Sketch
+
+
+def combine_tab(engine: Engine) -> None:
+    from demos import combine
+
+    with gr.Tab("Combine", id="combine"):
+        combine.create_demo(engine)
+
+
 def tab_factory(modality_id: str) -> Callable[[Engine], gr.Blocks]:
     """`demos.<modality_id>.create_demo` when the modality has its own module, else the generic tab."""
     module_name = f"demos.{modality_id}"
@@ -68,16 +78,18 @@ def build_app(
         )
         with gr.Accordion("What am I looking at?", open=False):
             gr.Markdown(EXPLAINER)
+        # Combine goes right after the first few tabs: at the end, a dozen tabs push it into
+        # the overflow menu ("⋯") on a laptop screen, where nobody finds it.
+        position = min(COMBINE_POSITION, len(modality_ids)) if combine else -1
         with gr.Tabs():
-            for modality_id in modality_ids:
+            for index, modality_id in enumerate(modality_ids):
+                if index == position:
+                    combine_tab(engine)
                 modality = MODALITIES[modality_id]
                 with gr.Tab(modality.label, id=modality.id):
                     tab_factory(modality_id)(engine)
-            if combine:
-                from demos import combine as combine_tab
-
-                with gr.Tab("Combine", id="combine"):
-                    combine_tab.create_demo(engine)
+            if position == len(modality_ids):
+                combine_tab(engine)
     return demo
 
 

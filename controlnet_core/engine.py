@@ -96,6 +96,7 @@ class GenerationResult:
     nsfw: list[bool] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     extra_maps: list[Image.Image] = field(default_factory=list)
+    map_labels: list[str] = field(default_factory=list)  # the modality of each control map
 
 
 def _fmt(number: float) -> str:
@@ -368,7 +369,8 @@ class Engine:
         seed = prepared.request.seed
         off = tuple(UnitSettings(0.0, u.start, u.end) for u in prepared.unit_settings)
         variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
-        labels = ["plain SD (no ControlNet)", f"ControlNet ({prepared.modality.label})"]
+        names = " + ".join(_control_labels(prepared.request))
+        labels = ["plain SD (no ControlNet)", f"ControlNet ({names})"]
         return self._run(prepared, variants, labels, {"kind": "compare"}, progress)
 
     def sweep(
@@ -514,6 +516,7 @@ class Engine:
             nsfw=nsfw,
             labels=labels,
             extra_maps=[Image.fromarray(m) for m in prepared.maps[1:]],
+            map_labels=_control_labels(request),
         )
 
     def recipe(
@@ -545,6 +548,7 @@ class Engine:
             "controlnet_model": loaded[0].model_id,
             "device": str(self.manager.device),
             "dtype": self.manager.dtype_name,
+            "safety_checker": getattr(self.manager.base(), "safety_checker", None) is not None,
             "versions": library_versions(),
         }
 
@@ -560,6 +564,12 @@ class _Prepared:
     width: int
     height: int
     started: float
+
+
+def _control_labels(request: GenerationRequest) -> list[str]:
+    """The modality label of each ControlNet of `request`, the main one first."""
+    modalities = [request.modality, *(spec.modality for spec in request.extra_controls)]
+    return [get_modality(m).label for m in modalities]
 
 
 def _main_spec(request: GenerationRequest) -> ControlSpec:

@@ -18,7 +18,15 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 RECIPE_FORMAT = "controlnet-demo-suite/recipe-v1"
-_VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "controlnet-aux", "gradio", "numpy")
+_VERSIONED_PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "controlnet-aux",
+    "gradio",
+    "numpy",
+    "pillow",  # resizes every control map
+)
 
 
 @lru_cache(maxsize=1)
@@ -30,6 +38,13 @@ def library_versions() -> dict[str, str]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
+    # OpenCV makes the edge maps; it ships under several package names, so ask the module itself.
+    try:
+        import cv2
+
+        versions["opencv"] = cv2.__version__
+    except ImportError:
+        versions["opencv"] = "not installed"
     return versions
 
 

@@ -207,6 +207,15 @@ def check_recipe_tab(request: GenerationRequest, tab: str) -> None:
         )
 
 
+def recipe_loaded_message(request: GenerationRequest) -> str:
+    """What a loaded recipe set, for a toast (most of it sits in closed accordions)."""
+    return (
+        f"Recipe loaded: seed {request.seed}, {request.steps} steps, CFG {request.guidance_scale:g}, "
+        f"strength {request.conditioning_scale:g}, {request.resolution} px. Recipes hold the "
+        "settings, not the input image: add it, then Generate."
+    )
+
+
 def upscale_for_display(image: Image.Image) -> Image.Image:
     """Small outputs (toy/tiny backends) scaled up so the gallery does not show postage stamps."""
     short = min(image.size)
@@ -262,7 +271,10 @@ def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:
     for index, control in enumerate(maps):
         path = folder / f"control_map_{index}.png"
         upscale_for_display(control).save(path)
-        items.append((str(path), "Control map" if index == 0 else f"Control map {index + 1}"))
+        caption = "Control map" if index == 0 else f"Control map {index + 1}"
+        if result.extra_maps:  # several ControlNets: say which map is which
+            caption += f" ({result.map_labels[index]})"
+        items.append((str(path), caption))
     for index, image in enumerate(result.images):
         caption = result.labels[index] if index < len(result.labels) else f"image {index + 1}"
         if index < len(result.nsfw) and result.nsfw[index]:
@@ -373,7 +385,7 @@ def create_demo(
                     sweep = gr.Button("Sweep")
                 with gr.Row():
                     sweep_kind = gr.Dropdown(
-                        label="Sweep",
+                        label="Sweep parameter",
                         choices=[
                             ("strength", "strength"),
                             ("control start", "start"),
@@ -578,6 +590,7 @@ def create_demo(
             request = request_from_recipe(read_recipe(path))
             check_recipe_tab(request, modality.id)
             request = engine.validate(request)
+            gr.Info(recipe_loaded_message(request))
             chosen = request.preprocessor
             values = {
                 prompt: request.prompt,
@@ -622,7 +635,9 @@ def create_demo(
             spec = get_preprocessor(chosen)
             updates = [gr.update(visible=spec.uses_detect_resolution)]
             updates += [gr.update(visible=(owner == chosen)) for owner in param_owners]
-            return updates
+            # One output (a modality whose preprocessors have no parameters) takes one update: a
+            # list would become the slider's value and break every button of the tab.
+            return updates[0] if len(updates) == 1 else updates
 
         preprocessor.change(
             show_params,
@@ -661,33 +676,18 @@ def create_demo(
         name_parameters(run_compare, list(api_fields))
         name_parameters(run_sweep, [*api_fields, "sweep_parameter", "sweep_values"])
         outputs = [gallery, recipe, seed, comparison]
-        generate.click(
-            run_generate,
-            inputs=generate_inputs,
-            outputs=outputs,
-            api_name=modality.id,
-            concurrency_id="generate",
-        )
-        prompt.submit(
-            run_generate,
-            inputs=generate_inputs,
-            outputs=outputs,
-            api_visibility="private",
-            concurrency_id="generate",
-        )
+        # Progress and errors show on the gallery only: not as "Error" pills over the seed box.
+        common = {"outputs": outputs, "concurrency_id": "generate", "show_progress_on": [gallery]}
+        generate.click(run_generate, inputs=generate_inputs, api_name=modality.id, **common)
+        prompt.submit(run_generate, inputs=generate_inputs, api_visibility="private", **common)
         compare.click(
-            run_compare,
-            inputs=generate_inputs,
-            outputs=outputs,
-            api_name=f"{modality.id}_compare",
-            concurrency_id="generate",
+            run_compare, inputs=generate_inputs, api_name=f"{modality.id}_compare", **common
         )
         sweep.click(
             run_sweep,
             inputs=[*generate_inputs, sweep_kind, sweep_values],
-            outputs=outputs,
             api_name=f"{modality.id}_sweep",
-            concurrency_id="generate",
+            **common,
         )
         sweep_kind.change(
             lambda kind: DEFAULT_SWEEPS[kind],
@@ -715,6 +715,8 @@ def create_demo(
             inputs=[source, preprocessor, detect_resolution, resolution, *param_components],
             outputs=gallery,
             api_name=f"{modality.id}_map",
+        ).then(  # the gallery now shows another image: an older comparison must not stay below it
+            lambda: gr.update(visible=False), outputs=comparison, api_visibility="private"
         )
         if examples and modality.input_kind != INPUT_CANVAS:
             gr.Examples(examples=[list(e) for e in examples], inputs=[source, prompt])

@@ -32,6 +32,7 @@ from demos.builder import (
     gallery_items,
     name_parameters,
     on_gpu,
+    recipe_loaded_message,
     report,
     sampling_controls,
     tab_container,
@@ -41,6 +42,8 @@ from demos.builder import (
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
+# The toy model has only edge ControlNets: start from two it has, so the defaults run offline.
+TOY_UNITS = ("canny", "scribble", "canny")
 
 
 @dataclass
@@ -99,15 +102,19 @@ def create_demo(engine: Engine) -> gr.Blocks:
     defaults = engine.ui_defaults()
     choices = _upload_modalities()
     available = {value for _, value in choices}
+    default_units = TOY_UNITS if engine.backend == "toy" else DEFAULT_UNITS
     with tab_container() as demo:
         gr.Markdown(
             "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
             "strength and start/end; their residuals add up inside the UNet."
         )
+        note = engine.backend_note()
+        if note:
+            gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
         units: list[_Unit] = []
         with gr.Row():
             for index in range(UNITS):
-                wanted = DEFAULT_UNITS[index]
+                wanted = default_units[index]
                 modality_id = wanted if wanted in available else choices[index % len(choices)][1]
                 with gr.Column(min_width=240):
                     label = "required" if index == 0 else "optional: used when it has an image"
@@ -306,6 +313,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
             request = request_from_recipe(read_recipe(path))
             check_recipe_tab(request, "combine")
             request = engine.validate(request)
+            gr.Info(recipe_loaded_message(request))
             controls = [request, *request.extra_controls]
             if len(controls) > UNITS:
                 raise gr.Error(
@@ -364,19 +372,12 @@ def create_demo(engine: Engine) -> gr.Blocks:
         name_parameters(run_generate, names)
         name_parameters(run_compare, names)
         outputs = [gallery, recipe, seed, slider]
+        common = {"outputs": outputs, "concurrency_id": "generate", "show_progress_on": [gallery]}
         generate.click(
-            run_generate,
-            inputs=[*unit_inputs, *common_inputs],
-            outputs=outputs,
-            api_name="combine",
-            concurrency_id="generate",
+            run_generate, inputs=[*unit_inputs, *common_inputs], api_name="combine", **common
         )
         compare.click(
-            run_compare,
-            inputs=[*unit_inputs, *common_inputs],
-            outputs=outputs,
-            api_name="combine_compare",
-            concurrency_id="generate",
+            run_compare, inputs=[*unit_inputs, *common_inputs], api_name="combine_compare", **common
         )
         recipe_targets = [*unit_inputs, *common_inputs]
         recipe_file.upload(

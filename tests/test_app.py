@@ -217,10 +217,19 @@ def test_combine_endpoint_runs_two_controlnets(served):
     )
     args[0] = "canny"
     gallery, recipe, seed, _ = client.predict(*args, api_name="/combine")
-    assert [item["caption"] for item in gallery] == ["Control map", "Control map 2", "seed 4"]
+    assert [item["caption"] for item in gallery] == [
+        "Control map (Canny)",
+        "Control map 2 (Scribble)",
+        "seed 4",
+    ]
     assert recipe["modality"] == "canny" and seed == 4
     assert [c["modality"] for c in recipe["extra_controls"]] == ["scribble"]
     assert recipe["extra_controls"][0]["conditioning_scale"] == 0.5
+    gallery, *_ = client.predict(*args, api_name="/combine_compare")
+    assert [item["caption"] for item in gallery][2:] == [
+        "plain SD (no ControlNet)",
+        "ControlNet (Canny + Scribble)",
+    ]
     args[1] = None  # unit 1 without an image
     with pytest.raises(Exception, match="ControlNet 1 needs an image"):
         client.predict(*args, api_name="/combine")

@@ -146,7 +146,9 @@ def test_recipe_records_every_setting(tiny_engine, square_image):
     }.items():
         assert recipe[key] == value, key
     assert recipe["versions"]["diffusers"] == __import__("diffusers").__version__
-    assert set(recipe["versions"]) >= {"torch", "diffusers", "transformers", "python"}
+    assert set(recipe["versions"]) >= {"torch", "diffusers", "transformers", "python", "opencv"}
+    assert recipe["versions"]["pillow"] == __import__("PIL").__version__
+    assert recipe["safety_checker"] is False  # the tiny backend has none
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -182,3 +183,30 @@ def test_seg_painting_snaps_to_ade20k_colours():
     assert tuple(snapped[0, 0]) == class_color("sky") and tuple(snapped[-1, -1]) == class_color(
         "grass"
     )
+
+
+def test_switching_preprocessors_returns_one_update_per_output():
+    """With a single output (Depth: no preprocessor has parameters) a list of one update became
+    the detect-resolution slider's value and broke every button of the tab."""
+    from controlnet_core.modalities import MODALITIES
+
+    demo = build_app(Engine(Settings(backend="tiny")))
+    handlers = [d for d in demo.fns.values() if getattr(d.fn, "__name__", "") == "show_params"]
+    assert len(handlers) == len(MODALITIES)
+    single = 0
+    for handler in handlers:
+        owner = handler.inputs[0]
+        for _, preprocessor in owner.choices:
+            result = handler.fn(preprocessor)
+            if len(handler.outputs) == 1:
+                single += 1
+                assert isinstance(result, dict) and "visible" in result
+            else:
+                assert isinstance(result, list) and len(result) == len(handler.outputs)
+    assert single > 0  # Depth is such a tab
+
+
+def test_combine_is_among_the_first_tabs():
+    demo = build_app(Engine(Settings(backend="tiny")))
+    tabs = [block.id for block in demo.blocks.values() if isinstance(block, gr.Tab)]
+    assert tabs[:4] == ["canny", "scribble", "sketch", "combine"]
