@@ -6,11 +6,14 @@ and the default dtype may be switched while a model is built. When two builds ov
 the one that finishes last restores the *other's* patched state: every module built afterwards has no
 real weights ("Cannot copy out of meta tensor"). So loads (ControlNets, base models, annotators, tiny
 models) run one at a time; per-model locks elsewhere only stop the same model loading twice.
+
+The lock covers the whole `from_pretrained` call, a first download from the hub included: while one
+model downloads, a load of another waits for it (generation with models already loaded does not).
 """
 
 from __future__ import annotations
 
 import threading
 
-# Reentrant: loading a ControlNet may first load the base model in the same thread.
+# Reentrant, so a loader that builds a second model (a pipeline and its parts) cannot deadlock itself.
 model_construction_lock = threading.RLock()

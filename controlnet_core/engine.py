@@ -27,7 +27,7 @@ from controlnet_core.preprocessors import (
     get_preprocessor,
 )
 from controlnet_core.recipes import RECIPE_FORMAT, library_versions
-from controlnet_core.settings import Settings
+from controlnet_core.settings import Settings, parse_flag
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 2000
@@ -118,24 +118,6 @@ def _number(name: str, value: Any, low: float, high: float, integer: bool = Fals
             raise ValueError(f"{name} must be a whole number between {lo} and {hi}; got {value!r}")
         return int(number)
     return number
-
-
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0", "")
-
-
-def parse_flag(name: str, value: Any) -> bool:
-    """A yes/no setting: a bool, 0/1, or the words true/false (yes/no); ValueError otherwise.
-
-    `bool("false")` is True, so API callers and hand-written recipes that send text get it parsed.
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
-        return value.strip().lower() in _TRUE_WORDS
-    raise ValueError(f"{name} must be true or false; got {value!r}")
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -287,9 +269,16 @@ class Engine:
         preprocessor: str | None = None,
         params: Mapping[str, Any] | None = None,
         detect_resolution: int = 512,
-        resolution: int = 512,
+        resolution: int | None = None,
     ) -> np.ndarray:
-        """The control map for `image` at the generation size for `resolution` (cached)."""
+        """The control map for `image` at the generation size for `resolution` (cached).
+
+        `resolution` defaults to 512, or the largest allowed when that is smaller. With preprocessor
+        "none" the upload is the map itself: transparent pixels keep the colour stored under them
+        (usually a map's black background), where a detector's input is laid over white.
+        """
+        if resolution is None:
+            resolution = min(512, self.settings.max_resolution)
         modality = get_modality(modality_id)
         preprocessor = preprocessor or modality.default_preprocessor
         if preprocessor not in modality.preprocessors:
@@ -306,7 +295,7 @@ class Engine:
             integer=True,
         )
         resolution = self._resolution(resolution)
-        array = to_rgb_array(image)
+        array = to_rgb_array(image, over_white=preprocessor != "none")
         size = target_size(array.shape[1], array.shape[0], resolution)
         key = (
             image_sha1(array),
@@ -646,7 +635,7 @@ def request_from_recipe(recipe: Mapping[str, Any]) -> GenerationRequest:
                 f"recipe field {where} must be an object with a modality; got {type(spec).__name__}"
             )
         if "modality" not in spec:
-            raise ValueError(f"recipe field {where} names no modality")
+            raise ValueError(f"recipe field {where}.modality is missing")
         _recipe_modality(spec["modality"], f"{where}.modality")
         specs.append(ControlSpec(**{name: spec[name] for name in _CONTROL_FIELDS if name in spec}))
     values["extra_controls"] = tuple(specs)

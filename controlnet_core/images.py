@@ -14,10 +14,12 @@ SIZE_MULTIPLE = 64
 MAX_ASPECT_RATIO = 2.0
 
 
-def to_rgb_array(image: object) -> np.ndarray:
+def to_rgb_array(image: object, over_white: bool = True) -> np.ndarray:
     """An HxWx3 uint8 RGB array from a PIL image or a numpy array, whatever its mode or depth.
 
-    RGBA is composited over white, which is what a transparent upload or canvas looks like on screen.
+    RGBA is composited over white, which is what a transparent upload or canvas looks like on screen;
+    with `over_white=False` the alpha channel is dropped instead, keeping the colours stored under
+    transparent pixels (an uploaded control map's background).
     16-bit images (depth and normal maps often are) are scaled to 8 bits rather than clipped; floats
     in [0, 1] are scaled by 255; CMYK and other colour spaces are converted to RGB.
     """
@@ -37,7 +39,9 @@ def to_rgb_array(image: object) -> np.ndarray:
         raise ValueError(f"image must be HxW, HxWx3 or HxWx4; got shape {shape}")
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
-    if array.shape[2] == 4:
+    if array.shape[2] == 4 and not over_white:
+        array = array[..., :3]
+    elif array.shape[2] == 4:
         alpha = array[..., 3:4].astype(np.float32) / 255.0
         array = np.rint(array[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     if array.shape[0] < 8 or array.shape[1] < 8:
@@ -59,7 +63,7 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
         raise ValueError(f"could not read the image ({error}); is the file complete?") from None
     if image.mode in _WIDE_MODES:
         return np.asarray(image)
-    if image.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+    if image.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La") or "transparency" in image.info:
         return np.asarray(image.convert("RGBA"))
     if image.mode == "L":
         return np.asarray(image)
@@ -73,7 +77,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.integer):
-        if array.dtype == np.uint16 or (array.size and array.max() > 255):
+        if array.dtype.itemsize == 2 or (array.size and array.max() > 255):
             # 16-bit data (a uint16 array, or PIL's 32-bit "I" mode that 16-bit PNGs open as).
             return np.rint(np.clip(array, 0, 65535) / 257.0).astype(np.uint8)
         return np.clip(array, 0, 255).astype(np.uint8)

@@ -11,6 +11,9 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
 
 BACKENDS = ("auto", "real", "toy", "tiny")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -77,13 +80,22 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, int(value)))
 
 
-def _env_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0", "")
+
+
+def parse_flag(name: str, value: Any) -> bool:
+    """A yes/no setting: a bool, 0/1, or the words true/false (yes/no); ValueError otherwise.
+
+    `bool("false")` is True, so API callers and hand-written recipes that send text get it parsed.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    raise ValueError(f"{name} must be true or false; got {value!r}")
 
 
 ENV_VARS: dict[str, str] = {
@@ -119,19 +131,18 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     sources: dict[str, str] = {}
     defaults = Settings()
     for field in fields(Settings):
-        name = ENV_VARS[field.name]
-        if name not in environ:
-            name = FALLBACK_ENV_VARS.get(field.name, name)
-            if name not in environ:
-                continue
+        # An empty value (an unfilled .env or compose template) counts as unset: the fallback
+        # variable, or else the default.
+        names = [ENV_VARS[field.name], FALLBACK_ENV_VARS.get(field.name)]
+        name = next((n for n in names if n and environ.get(n, "").strip()), None)
+        if name is None:
+            continue
         raw = environ[name]
-        if not raw.strip():
-            continue  # an empty value (an unfilled .env or compose template) means the default
         sources[field.name] = name
         default = getattr(defaults, field.name)
         try:
             if isinstance(default, bool):
-                values[field.name] = _env_bool(raw)
+                values[field.name] = parse_flag("the value", raw)
             elif isinstance(default, int):
                 values[field.name] = int(raw)
             else:

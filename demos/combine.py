@@ -66,7 +66,8 @@ def _preprocessor_choices(modality_id: str) -> list[tuple[str, str]]:
 
 # Core messages name request fields; the page names its units (ControlNet 1 is the main control).
 _MAIN_FIELDS = re.compile(
-    r"^(image|preprocessor|guidance_start|guidance_end|conditioning_scale|detect_resolution)\b"
+    r"^(image|could not read|preprocessor|guidance_start|guidance_end|conditioning_scale"
+    r"|detect_resolution)\b"
 )
 _EXTRA_FIELD = re.compile(r"extra_(?:controls|images)\[(\d+)\]\.?:? ?")
 
@@ -74,14 +75,15 @@ _EXTRA_FIELD = re.compile(r"extra_(?:controls|images)\[(\d+)\]\.?:? ?")
 def unit_message(message: str, unit_numbers: list[int]) -> str:
     """A core error message with its fields renamed after the page's units ("ControlNet 2: …")."""
 
-    def extra(match: re.Match) -> str:
-        index = int(match.group(1))
-        number = unit_numbers[index] if index < len(unit_numbers) else index + 2
-        return f"ControlNet {number}: "
-
     if _MAIN_FIELDS.match(message):
         return f"ControlNet 1: {message}"
-    return _EXTRA_FIELD.sub(extra, message)
+    match = _EXTRA_FIELD.search(message)
+    if match is None:
+        return message
+    index = int(match.group(1))
+    number = unit_numbers[index] if index < len(unit_numbers) else index + 2
+    # Name the unit once, in front, and drop the field prefixes from the rest.
+    return f"ControlNet {number}: {_EXTRA_FIELD.sub('', message)}"
 
 
 def name_units(fn: Callable) -> Callable:
@@ -147,7 +149,9 @@ def create_demo(engine: Engine) -> gr.Blocks:
                         )
                         end = gr.Slider(label="End", minimum=0.0, maximum=1.0, step=0.01, value=1.0)
                 units.append(_Unit(modality, image, preprocessor, strength, start, end))
-                modality.change(
+                # .input, not .change: a loaded recipe sets the modality and its own preprocessor,
+                # which a change handler would then reset to the modality's default.
+                modality.input(
                     lambda m: gr.update(
                         choices=_preprocessor_choices(m), value=get_modality(m).default_preprocessor
                     ),
@@ -313,7 +317,6 @@ def create_demo(engine: Engine) -> gr.Blocks:
             request = request_from_recipe(read_recipe(path))
             check_recipe_tab(request, "combine")
             request = engine.validate(request)
-            gr.Info(recipe_loaded_message(request))
             controls = [request, *request.extra_controls]
             if len(controls) > UNITS:
                 raise gr.Error(
@@ -367,6 +370,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
                 request.resolution,
                 request.scheduler,
             ]
+            gr.Info(recipe_loaded_message(request))
             return updates + [gr.update(value=value) for value in common]
 
         name_parameters(run_generate, names)

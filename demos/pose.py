@@ -11,6 +11,7 @@ import gradio as gr
 
 from controlnet_core.engine import Engine
 from controlnet_core.preprocessors.pose import POSE_PRESETS, render_pose_preset
+from controlnet_core.settings import parse_flag
 from demos.builder import TabInputs, user_errors
 from demos.builder import create_demo as build_tab
 from demos.examples import pose_preset_image, skimage_sample
@@ -23,7 +24,7 @@ MODALITY = "pose"
 def preset_map(name: str, mirror: bool, scale: float, shift_x: float, shift_y: float):
     """The preset skeleton as the input image, and the preprocessor set to "none"."""
     image = render_pose_preset(
-        name, 512, 512, bool(mirror), float(scale), float(shift_x), float(shift_y)
+        name, 512, 512, parse_flag("mirror", mirror), float(scale), float(shift_x), float(shift_y)
     )
     return image, "none"
 

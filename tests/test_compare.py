@@ -240,7 +240,7 @@ def test_a_json_recipe_saved_with_a_byte_order_mark_loads(tmp_path):
         ({"preprocessor_params": "abc"}, "parameters must map names to values; got str"),
         ({"extra_controls": "abc"}, "extra_controls must be a list of controls; got str"),
         ({"extra_controls": [1]}, r"extra_controls\[0\] must be an object"),
-        ({"extra_controls": [{"strength": 1}]}, r"extra_controls\[0\] names no modality"),
+        ({"extra_controls": [{"strength": 1}]}, r"extra_controls\[0\].modality is missing"),
         ({"extra_controls": [{"modality": "dept"}]}, r"extra_controls\[0\].modality must be"),
         ({"guess_mode": "perhaps"}, "guess_mode must be true or false"),
     ],

@@ -362,3 +362,30 @@ def test_segmentation_maps_keep_only_palette_colours_when_resized(tiny_engine):
         assert control.shape[:2] == (512, 704)
         colours = {tuple(c) for c in np.unique(control.reshape(-1, 3), axis=0).tolist()}
         assert colours <= palette and len(colours) == 3
+
+
+def test_transparent_maps_keep_their_background_and_photos_go_over_white(tiny_engine):
+    line = np.zeros((128, 128, 4), np.uint8)  # a white line on a fully transparent black
+    line[60:68, :, :] = 255
+    image = Image.fromarray(line, "RGBA")
+    as_map = tiny_engine.control_map("canny", image, "none", resolution=128)
+    assert as_map.mean() < 20  # the map's own black background (over white it was all 255)
+    from controlnet_core.images import to_rgb_array
+
+    # What a detector sees: the picture as shown on screen.
+    assert to_rgb_array(image).mean() == 255
+
+
+def test_sixteen_bit_big_endian_and_transparent_gray_images():
+    from controlnet_core.images import to_rgb_array
+
+    dark = np.full((16, 16), 199 * 257, dtype=">u2")  # big-endian 16-bit, darker than 8-bit 255
+    assert to_rgb_array(dark)[0, 0, 0] == 199
+    gray = Image.fromarray(np.full((16, 16), 40, np.uint8), "L")
+    gray.info["transparency"] = 40  # every pixel is the transparent grey
+    assert to_rgb_array(gray)[0, 0].tolist() == [255, 255, 255]
+
+
+def test_control_map_defaults_fit_a_lower_resolution_cap(square_image):
+    engine = Engine(Settings(backend="tiny", max_resolution=384))
+    assert engine.control_map("canny", square_image).shape[:2] == (384, 384)

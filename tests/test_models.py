@@ -338,3 +338,14 @@ def test_toy_backend_notes_say_which_tabs_it_covers(monkeypatch):
     note = engine.backend_note("depth")
     assert "no Depth ControlNet" in note and "lllyasviel/control_v11f1p_sd15_depth" in note
     assert Engine(Settings(backend="tiny")).backend_note("depth").startswith("Tiny random")
+
+
+def test_an_empty_variable_falls_back_to_gradios_own():
+    env = {
+        "CONTROLNET_HOST": "",
+        "GRADIO_SERVER_NAME": "0.0.0.0",
+        "CONTROLNET_PORT": " ",
+        "GRADIO_SERVER_PORT": "7861",
+    }
+    settings = settings_from_env(env)
+    assert (settings.host, settings.port) == ("0.0.0.0", 7861)

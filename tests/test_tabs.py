@@ -210,3 +210,57 @@ def test_combine_is_among_the_first_tabs():
     demo = build_app(Engine(Settings(backend="tiny")))
     tabs = [block.id for block in demo.blocks.values() if isinstance(block, gr.Tab)]
     assert tabs[:4] == ["canny", "scribble", "sketch", "combine"]
+
+
+def test_flags_given_as_words_are_parsed_in_parameters_and_presets():
+    from controlnet_core.preprocessors import get_preprocessor
+    from demos.pose import preset_map
+
+    spec = next(p for p in get_preprocessor("openpose").params if p.kind == "bool")
+    assert spec.validate("false", "openpose") is False and spec.validate("true", "x") is True
+    with pytest.raises(ValueError, match="must be true or false"):
+        spec.validate("maybe", "openpose")
+    plain, _ = preset_map("waving", "false", 1.0, 0.0, 0.0)
+    mirrored, _ = preset_map("waving", "true", 1.0, 0.0, 0.0)
+    assert np.array_equal(plain, preset_map("waving", False, 1.0, 0.0, 0.0)[0])
+    assert not np.array_equal(plain, mirrored)
+
+
+def test_combine_names_its_units_in_errors():
+    from demos.combine import unit_message
+
+    assert unit_message("could not read the image (truncated)", []) == (
+        "ControlNet 1: could not read the image (truncated)"
+    )
+    assert (
+        unit_message(
+            "extra_controls[1].guidance_start (0.9) must be less than "
+            "extra_controls[1].guidance_end (0.1)",
+            [2, 3],
+        )
+        == "ControlNet 3: guidance_start (0.9) must be less than guidance_end (0.1)"
+    )
+    assert unit_message("recipe field extra_controls[0].modality is missing", [2, 3]) == (
+        "ControlNet 2: recipe field modality is missing"
+    )
+
+
+def test_combine_resets_a_preprocessor_only_when_the_user_picks_a_modality():
+    """A recipe sets a unit's modality and its own preprocessor; a .change handler would then
+    reset that preprocessor to the modality's default in the browser."""
+    from demos import combine
+
+    with gr.Blocks() as demo:
+        combine.create_demo(Engine(Settings(backend="tiny")))
+    dropdowns = {
+        block._id: block
+        for block in demo.blocks.values()
+        if isinstance(block, gr.Dropdown) and block.label == "Modality"
+    }
+    events = [
+        event
+        for dependency in demo.fns.values()
+        for target, event in dependency.targets
+        if target in dropdowns
+    ]
+    assert len(dropdowns) == combine.UNITS and events == ["input"] * combine.UNITS

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from controlnet_core.images import fit_image, resize_short_side, to_rgb_array
+from controlnet_core.settings import parse_flag
 
 PARAM_KINDS = ("int", "float", "bool", "choice")
 
@@ -45,9 +46,7 @@ class ParamSpec:
         """`value` converted to this parameter's type; ValueError naming the allowed range otherwise."""
         where = f"{owner} parameter {self.name!r}"
         if self.kind == "bool":
-            if isinstance(value, (bool, np.bool_)) or value in (0, 1):
-                return bool(value)
-            raise ValueError(f"{where} must be true or false; got {value!r}")
+            return parse_flag(where, value)
         if self.kind == "choice":
             if value not in self.choices:
                 raise ValueError(f"{where} must be one of {list(self.choices)}; got {value!r}")
