@@ -117,6 +117,37 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+CONTROLNET_FILE_SUFFIXES = (".safetensors", ".pth", ".ckpt")
+
+# What a single file cannot say about its ControlNet: the hub configs that differ from the UNet's.
+CONTROLNET_CONFIG_OVERRIDES: dict[str, dict] = {
+    "shuffle": {"global_pool_conditions": True},  # control_v11e_sd15_shuffle
+}
+
+
+def _controlnet_from_single_file(path: Path, unet, modality: Modality, dtype: torch.dtype):
+    """An original ControlNet 1.1 file, with its config derived from the base UNet's, offline.
+
+    A ControlNet copies the UNet's encoder, so its config is the UNet's (as `from_unet` builds it)
+    plus the few settings in CONTROLNET_CONFIG_OVERRIDES; no config is fetched from the hub.
+    """
+    import json
+    import tempfile
+
+    from diffusers import ControlNetModel
+
+    accepted = inspect.signature(ControlNetModel.__init__).parameters
+    config = {key: value for key, value in unet.config.items() if key in accepted}
+    config.update(CONTROLNET_CONFIG_OVERRIDES.get(modality.controlnet_key, {}))
+    with tempfile.TemporaryDirectory(prefix="controlnet-config-") as folder:
+        (Path(folder) / "config.json").write_text(
+            json.dumps({"_class_name": "ControlNetModel", **config})
+        )
+        return ControlNetModel.from_single_file(
+            str(path), config=folder, local_files_only=True, dtype=dtype
+        )
+
+
 def _from_pretrained_local_first(loader: Callable, source: str, **kwargs):
     """Load from a local folder, or from the hub cache first and the network only if that fails."""
     if Path(source).exists() or _hub_offline():
@@ -345,16 +376,21 @@ class ModelManager:
             return model.to(self.device).eval(), f"toy:{folder.name}"
         source = modality.controlnet_id
         local = self._local_controlnet_folder(modality)
-        _say(status, f"Loading ControlNet {local or source} (first use only)…")
+        single_file = None if local else self._local_controlnet_file(modality)
+        _say(status, f"Loading ControlNet {local or single_file or source} (first use only)…")
         try:
-            model = _from_pretrained_local_first(
-                ControlNetModel.from_pretrained, str(local or source), dtype=self.dtype
-            )
+            if single_file is not None:
+                model = _controlnet_from_single_file(single_file, base.unet, modality, self.dtype)
+            else:
+                model = _from_pretrained_local_first(
+                    ControlNetModel.from_pretrained, str(local or source), dtype=self.dtype
+                )
         except Exception as error:
             name = source.split("/")[-1]
             hint = (
                 f"download it into a folder and pass --controlnet-dir (or CONTROLNET_MODELS_DIR): "
-                f"the app looks for <dir>/{name}/config.json"
+                f"the app looks for <dir>/{name}/config.json, or a single file <dir>/{name}.pth "
+                "or .safetensors as the A1111 extension keeps them"
             )
             raise WeightsUnavailableError(
                 _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
@@ -366,6 +402,18 @@ class ModelManager:
             return None
         folder = Path(self.settings.controlnet_dir) / modality.controlnet_id.split("/")[-1]
         return folder if (folder / "config.json").exists() else None
+
+    def _local_controlnet_file(self, modality: Modality) -> Path | None:
+        """An original single-file ControlNet in --controlnet-dir (control_v11p_sd15_canny.pth…)."""
+        if not self.settings.controlnet_dir:
+            return None
+        name = modality.controlnet_id.split("/")[-1]
+        for stem in (name, f"{name}_fp16", f"{name}.fp16"):
+            for suffix in CONTROLNET_FILE_SUFFIXES:
+                path = Path(self.settings.controlnet_dir) / f"{stem}{suffix}"
+                if path.is_file():
+                    return path
+        return None
 
     # --- per-request pipelines -------------------------------------------------------------------
 

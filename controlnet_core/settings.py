@@ -185,7 +185,8 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--controlnet-dir",
         default=defaults.controlnet_dir,
-        help="folder with local ControlNet folders named like control_v11p_sd15_canny",
+        help="folder with local ControlNets named like control_v11p_sd15_canny: diffusers folders, "
+        "or single .pth/.safetensors files as the A1111 extension keeps them",
     )
     parser.add_argument("--device", choices=DEVICES, default=defaults.device)
     parser.add_argument(

@@ -165,6 +165,57 @@ def clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     }
 
 
+CONTROLNET_PREFIX = "control_model."
+
+
+def controlnet_to_ldm(controlnet) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNetModel as the original ControlNet 1.1 single file (`control_model.*`).
+
+    The encoder copy is named like the UNet's input and middle blocks; the condition encoder is
+    `input_hint_block` (convolutions at even indices, SiLU between), the zero convolutions are
+    `zero_convs.i.0` and `middle_block_out.0`.
+    """
+    state_dict = controlnet.state_dict()
+    blocks = len(controlnet.controlnet_cond_embedding.blocks)
+    extra: dict[str, torch.Tensor] = {}
+    encoder: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        name, _, param = key.rpartition(".")
+        if name == "controlnet_cond_embedding.conv_in":
+            extra[f"input_hint_block.0.{param}"] = value
+        elif m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)", name):
+            extra[f"input_hint_block.{2 * (int(m[1]) + 1)}.{param}"] = value
+        elif name == "controlnet_cond_embedding.conv_out":
+            extra[f"input_hint_block.{2 * (blocks + 1)}.{param}"] = value
+        elif m := re.fullmatch(r"controlnet_down_blocks\.(\d+)", name):
+            extra[f"zero_convs.{m[1]}.0.{param}"] = value
+        elif name == "controlnet_mid_block":
+            extra[f"middle_block_out.0.{param}"] = value
+        else:
+            encoder[key] = value
+    converted = {**unet_to_ldm(encoder, controlnet.config.layers_per_block), **extra}
+    return {
+        CONTROLNET_PREFIX + key: value.detach().to("cpu").contiguous()
+        for key, value in converted.items()
+    }
+
+
+def save_ldm_controlnet(controlnet, path: str | Path) -> Path:
+    """Write `controlnet` as an original single-file ControlNet (.safetensors or .pth)."""
+    path = Path(path)
+    state_dict = controlnet_to_ldm(controlnet)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state_dict, str(path))
+    elif path.suffix == ".pth":
+        torch.save(state_dict, path)
+    else:
+        raise ValueError(f"path must end with .safetensors or .pth, got {path.name!r}")
+    return path
+
+
 def ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
     """The pipeline's UNet, VAE and text encoder as one LDM/CompVis-layout state dict."""
     layers_per_block = pipe.unet.config.layers_per_block

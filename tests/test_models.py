@@ -200,6 +200,36 @@ def test_real_loading_path_from_local_folders_matches_the_tiny_backend(saved_mod
     np.testing.assert_allclose(loaded.arrays, reference.arrays, atol=1e-5)
 
 
+def test_single_file_controlnets_load_offline_like_the_a1111_extension_keeps_them(
+    saved_models, tmp_path, square_image
+):
+    """control_v11p_sd15_canny.pth in --controlnet-dir: the original ControlNet 1.1 layout, its
+    config derived from the base UNet (no hub), the same images as the diffusers folder."""
+    from tests.ldm_checkpoint import save_ldm_controlnet
+
+    unet = tiny_pipeline().unet
+    save_ldm_controlnet(tiny_controlnet(unet, "canny"), tmp_path / "control_v11p_sd15_canny.pth")
+    shuffle = tiny_controlnet(unet, "shuffle")
+    save_ldm_controlnet(shuffle, tmp_path / "control_v11e_sd15_shuffle_fp16.safetensors")
+    settings = Settings(
+        backend="real",
+        base_model=str(saved_models / "sd15"),
+        controlnet_dir=str(tmp_path),
+        device="cpu",
+    )
+    engine = Engine(settings)
+    request = GenerationRequest(modality="canny", seed=9, **FAST)
+    loaded = engine.generate(request, square_image)
+    assert loaded.recipe["controlnet_model"] == "lllyasviel/control_v11p_sd15_canny"
+    reference = Engine(Settings(backend="tiny")).generate(request, square_image)
+    np.testing.assert_allclose(loaded.arrays, reference.arrays, atol=1e-5)
+    # The shuffle ControlNet pools its condition: a setting the file cannot carry.
+    model = engine.manager.controlnet(get_modality("shuffle")).model
+    assert model.config.global_pool_conditions is True
+    expected = shuffle.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())
+
+
 def test_bfloat16_loads_real_weights_in_bfloat16_and_stays_close_to_float32(
     saved_models, square_image
 ):
