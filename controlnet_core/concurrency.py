@@ -7,8 +7,8 @@ the one that finishes last restores the *other's* patched state: every module bu
 real weights ("Cannot copy out of meta tensor"). So loads (ControlNets, base models, annotators, tiny
 models) run one at a time; per-model locks elsewhere only stop the same model loading twice.
 
-The lock covers the whole `from_pretrained` call, a first download from the hub included: while one
-model downloads, a load of another waits for it (generation with models already loaded does not).
+Downloads run outside the lock (into the hub cache first, then the model is built from the cache), so
+one model's first download does not hold up the others; the lock covers building the model only.
 """
 
 from __future__ import annotations

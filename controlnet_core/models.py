@@ -139,7 +139,10 @@ def _controlnet_from_single_file(path: Path, unet, modality: Modality, dtype: to
     accepted = inspect.signature(ControlNetModel.__init__).parameters
     config = {key: value for key, value in unet.config.items() if key in accepted}
     config.update(CONTROLNET_CONFIG_OVERRIDES.get(modality.controlnet_key, {}))
-    with tempfile.TemporaryDirectory(prefix="controlnet-config-") as folder:
+    with (
+        tempfile.TemporaryDirectory(prefix="controlnet-config-") as folder,
+        model_construction_lock,
+    ):
         (Path(folder) / "config.json").write_text(
             json.dumps({"_class_name": "ControlNetModel", **config})
         )
@@ -148,16 +151,47 @@ def _controlnet_from_single_file(path: Path, unet, modality: Modality, dtype: to
         )
 
 
-def _from_pretrained_local_first(loader: Callable, source: str, **kwargs):
-    """Load from a local folder, or from the hub cache first and the network only if that fails."""
+def _from_pretrained_local_first(
+    loader: Callable, source: str, fetch: Callable[[str], object] | None = None, **kwargs
+):
+    """Load from a local folder, or from the hub cache first and the network only if that fails.
+
+    Only building the model holds `model_construction_lock`: a download (`fetch`, into the hub
+    cache) runs outside it, so one user's first multi-GB download does not hold up every other
+    load. A fetch that fails or misses files leaves the rest to `loader`, under the lock.
+    """
     if Path(source).exists() or _hub_offline():
-        return loader(source, **kwargs)
+        with model_construction_lock:
+            return loader(source, **kwargs)
     try:
-        return loader(source, local_files_only=True, **kwargs)
+        with model_construction_lock:
+            return loader(source, local_files_only=True, **kwargs)
     except Exception:  # not cached (yet): the network, unless it is plainly unreachable
         if not _hub_reachable(timeout=3.0):
             raise
+    if fetch is not None:
+        try:
+            fetch(source)
+            with model_construction_lock:
+                return loader(source, local_files_only=True, **kwargs)
+        except Exception as error:
+            log.warning(
+                "downloading %s ahead of loading failed (%s); loading directly", source, error
+            )
+    with model_construction_lock:
         return loader(source, **kwargs)
+
+
+def _fetch_model_files(repo_id: str) -> None:
+    """Download a diffusers model's config and weights (safetensors, else .bin) into the hub cache."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    hf_hub_download(repo_id, "config.json")
+    try:
+        hf_hub_download(repo_id, "diffusion_pytorch_model.safetensors")
+    except EntryNotFoundError:
+        hf_hub_download(repo_id, "diffusion_pytorch_model.bin")
 
 
 def _missing_weights_message(what: str, model_id: str, error: Exception, hint: str) -> str:
@@ -231,8 +265,7 @@ class ModelManager:
             return self._base
         with self._base_lock:
             if self._base is None:
-                with model_construction_lock:
-                    self._base, self._base_id = self._load_base(status)
+                self._base, self._base_id = self._load_base(status)
                 self._count_load("base")
         return self._base
 
@@ -242,7 +275,8 @@ class ModelManager:
             from controlnet_core.tiny import TINY_BASE_ID, tiny_pipeline
 
             _say(status, "Building the tiny offline model…")
-            return tiny_pipeline().to(self.device), TINY_BASE_ID
+            with model_construction_lock:
+                return tiny_pipeline().to(self.device), TINY_BASE_ID
         if backend == "toy":
             return self._load_toy_base(status)
         try:
@@ -271,7 +305,7 @@ class ModelManager:
         self._backend = "toy"
         # Its TAESD-class VAE makes diffusers warn about the type hint (AutoencoderKL) and about the
         # `block_out_channels` AutoencoderTiny writes to its own config; both are expected.
-        with _quiet_diffusers():
+        with _quiet_diffusers(), model_construction_lock:
             pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32)
         return pipe.to(self.device), "toy:base"
 
@@ -292,12 +326,17 @@ class ModelManager:
                 kwargs = {"config": config} if config else {}
                 if config or _hub_offline():
                     kwargs["local_files_only"] = True
-                pipe = StableDiffusionPipeline.from_single_file(
-                    source, dtype=dtype, **kwargs, **extra
-                )
+                with model_construction_lock:
+                    pipe = StableDiffusionPipeline.from_single_file(
+                        source, dtype=dtype, **kwargs, **extra
+                    )
             else:
                 pipe = _from_pretrained_local_first(
-                    StableDiffusionPipeline.from_pretrained, source, dtype=dtype, **extra
+                    StableDiffusionPipeline.from_pretrained,
+                    source,
+                    fetch=lambda s: StableDiffusionPipeline.download(s, **extra),
+                    dtype=dtype,
+                    **extra,
                 )
         except Exception as error:  # offline, not cached, bad path, bad file
             hint = (
@@ -338,8 +377,7 @@ class ModelManager:
                 cached = self._controlnets.get(key)
                 if cached is not None:
                     return cached
-            with model_construction_lock:
-                model, model_id = self._load_controlnet(modality, base, status)
+            model, model_id = self._load_controlnet(modality, base, status)
             loaded = LoadedControlNet(key=key, model_id=model_id, model=model)
             self._count_load(f"controlnet:{key}")
             with self._cache_lock:
@@ -359,7 +397,8 @@ class ModelManager:
         if backend == "tiny":
             from controlnet_core.tiny import TINY_CONTROLNET_PREFIX, tiny_controlnet
 
-            model = tiny_controlnet(base.unet, modality.controlnet_key)
+            with model_construction_lock:
+                model = tiny_controlnet(base.unet, modality.controlnet_key)
             return model.to(self.device), TINY_CONTROLNET_PREFIX + modality.controlnet_key
         if backend == "toy":
             from controlnet_core.toy import toy_controlnet_folder
@@ -372,7 +411,8 @@ class ModelManager:
                     f"('{modality.controlnet_id}') need hub access or --controlnet-dir."
                 )
             _say(status, f"Loading the toy {modality.label} ControlNet…")
-            model = ControlNetModel.from_pretrained(str(folder), dtype=torch.float32)
+            with model_construction_lock:
+                model = ControlNetModel.from_pretrained(str(folder), dtype=torch.float32)
             return model.to(self.device).eval(), f"toy:{folder.name}"
         source = modality.controlnet_id
         local = self._local_controlnet_folder(modality)
@@ -383,7 +423,10 @@ class ModelManager:
                 model = _controlnet_from_single_file(single_file, base.unet, modality, self.dtype)
             else:
                 model = _from_pretrained_local_first(
-                    ControlNetModel.from_pretrained, str(local or source), dtype=self.dtype
+                    ControlNetModel.from_pretrained,
+                    str(local or source),
+                    fetch=_fetch_model_files,
+                    dtype=self.dtype,
                 )
         except Exception as error:
             name = source.split("/")[-1]

@@ -60,21 +60,23 @@ def test_model_loads_never_overlap_across_threads(monkeypatch):
     every later module on the meta device. Loads of different models must run one at a time."""
     import time
 
+    import controlnet_core.tiny as tiny
+
     manager = ModelManager(Settings(backend="tiny"))
     manager.base()
-    load = manager._load_controlnet
+    build = tiny.tiny_controlnet
     running, overlaps = [], []
 
-    def slow_load(*args, **kwargs):
+    def slow_build(*args, **kwargs):
         running.append(1)
         overlaps.append(len(running))
         time.sleep(0.05)
         try:
-            return load(*args, **kwargs)
+            return build(*args, **kwargs)
         finally:
             running.pop()
 
-    monkeypatch.setattr(manager, "_load_controlnet", slow_load)
+    monkeypatch.setattr(tiny, "tiny_controlnet", slow_build)
     threads = [
         threading.Thread(target=manager.controlnet, args=(get_modality(m),))
         for m in ("canny", "depth", "seg", "mlsd")
@@ -85,6 +87,46 @@ def test_model_loads_never_overlap_across_threads(monkeypatch):
         thread.join()
     assert len(overlaps) == 4 and max(overlaps) == 1
     assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # torch left unpatched
+
+
+def test_downloads_run_outside_the_construction_lock(monkeypatch):
+    """A first download (minutes for a base model) must not hold up other models' loads."""
+    import controlnet_core.models as models
+    from controlnet_core.concurrency import model_construction_lock
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout: True)
+    cache: set[str] = set()
+    lock_free_during_fetch = []
+
+    def lock_is_free() -> bool:
+        result = []
+
+        def probe():
+            acquired = model_construction_lock.acquire(blocking=False)
+            if acquired:
+                model_construction_lock.release()
+            result.append(acquired)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+        return result[0]
+
+    def fetch(source):
+        lock_free_during_fetch.append(lock_is_free())
+        cache.add(source)
+
+    def loader(source, local_files_only=False):
+        assert not lock_is_free()  # building happens under the lock
+        if local_files_only and source not in cache:
+            raise FileNotFoundError(source)
+        return f"model from {source}"
+
+    assert models._from_pretrained_local_first(loader, "org/net", fetch=fetch) == (
+        "model from org/net"
+    )
+    assert lock_free_during_fetch == [True]
 
 
 def test_a_request_never_evicts_its_own_controlnets(square_image):

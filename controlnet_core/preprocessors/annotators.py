@@ -56,6 +56,15 @@ class AnnotatorSource:
     repo: str | None = None
     files: tuple[str, ...] = ()
 
+    def fetch(self) -> None:
+        """Download this annotator's files into the hub cache (nothing for packaged models)."""
+        if self.repo is None:
+            return
+        from huggingface_hub import hf_hub_download
+
+        for name in self.files:
+            hf_hub_download(self.repo, name)
+
     def cached_locally(self) -> bool:
         """Whether every file is in the hub cache (a cheap check that imports no model code)."""
         if self.repo is None:
@@ -126,8 +135,7 @@ class AnnotatorCache:
             if failure is not None and time.monotonic() - failure[0] < self.retry_after_s:
                 raise WeightsUnavailableError(failure[1])
             try:
-                with model_construction_lock:
-                    detector = _load_local_first(source)
+                detector = _load_local_first(source)
             except WeightsUnavailableError as error:
                 with self._lock:
                     self._failures[name] = (time.monotonic(), str(error))
@@ -152,12 +160,15 @@ def _load_local_first(source: AnnotatorSource) -> Any:
     try:
         if not source.cached_locally():
             raise FileNotFoundError(f"not in the Hugging Face cache: {', '.join(source.files)}")
-        detector = source.load(True)
+        with model_construction_lock:
+            detector = source.load(True)
     except Exception as local_error:  # not cached: the network is the only other place
         if hub_offline() or source.weights is None:
             raise WeightsUnavailableError(_missing(source, local_error)) from local_error
         try:
-            detector = source.load(False)
+            source.fetch()  # outside the lock: a download must not hold up other loads
+            with model_construction_lock:
+                detector = source.load(False)
         except Exception as error:
             raise WeightsUnavailableError(_missing(source, error)) from error
     log.info("loaded annotator %s in %.1f s", source.name, time.perf_counter() - started)
