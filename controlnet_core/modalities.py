@@ -75,7 +75,8 @@ _ENTRIES = (
         controlnet_id=_HUB + "control_v11p_sd15_scribble",
         controlnet_key="scribble",
         preprocessors=("sketch_canvas", "none"),
-        description="Draw on the canvas: your strokes become a scribble map.",
+        description="Draw on the canvas (pick the brush in its left toolbar first: the canvas ignores "
+        "the mouse until then); your strokes become a scribble map.",
         input_kind=INPUT_CANVAS,
         default_prompt="a hot air balloon over mountains",
     ),

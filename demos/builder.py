@@ -354,7 +354,7 @@ def create_demo(
             with gr.Column(scale=1):
                 if modality.input_kind == INPUT_CANVAS:
                     source = gr.Sketchpad(
-                        label="Draw here",
+                        label="Draw here (brush first)",
                         type="numpy",
                         canvas_size=CANVAS_SIZE,
                         brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),

@@ -42,8 +42,9 @@ from demos.builder import (
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
-# The toy model has only edge ControlNets: start from two it has, so the defaults run offline.
-TOY_UNITS = ("canny", "scribble", "canny")
+# Offline backends: start from preprocessors that need no downloaded weights (and, for the toy model,
+# from ControlNets it has), so the defaults run as they are.
+OFFLINE_UNITS = ("canny", "scribble", "canny")
 
 
 @dataclass
@@ -104,7 +105,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
     defaults = engine.ui_defaults()
     choices = _upload_modalities()
     available = {value for _, value in choices}
-    default_units = TOY_UNITS if engine.backend == "toy" else DEFAULT_UNITS
+    default_units = OFFLINE_UNITS if engine.backend in ("toy", "tiny") else DEFAULT_UNITS
     with tab_container() as demo:
         gr.Markdown(
             "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
