@@ -358,7 +358,7 @@ class Engine:
         seed = prepared.request.seed
         off = tuple(UnitSettings(0.0, u.start, u.end) for u in prepared.unit_settings)
         variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
-        names = " + ".join(_control_labels(prepared.request))
+        names = " + ".join(control_labels(prepared.request))
         labels = ["plain SD (no ControlNet)", f"ControlNet ({names})"]
         return self._run(prepared, variants, labels, {"kind": "compare"}, progress)
 
@@ -505,7 +505,7 @@ class Engine:
             nsfw=nsfw,
             labels=labels,
             extra_maps=[Image.fromarray(m) for m in prepared.maps[1:]],
-            map_labels=_control_labels(request),
+            map_labels=control_labels(request),
         )
 
     def recipe(
@@ -555,7 +555,7 @@ class _Prepared:
     started: float
 
 
-def _control_labels(request: GenerationRequest) -> list[str]:
+def control_labels(request: GenerationRequest) -> list[str]:
     """The modality label of each ControlNet of `request`, the main one first."""
     modalities = [request.modality, *(spec.modality for spec in request.extra_controls)]
     return [get_modality(m).label for m in modalities]

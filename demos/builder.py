@@ -29,7 +29,7 @@ from controlnet_core.engine import (
     Engine,
     GenerationRequest,
     GenerationResult,
-    parse_flag,
+    control_labels,
     request_from_recipe,
 )
 from controlnet_core.modalities import INPUT_CANVAS, Modality, get_modality
@@ -43,6 +43,7 @@ from controlnet_core.preprocessors import (
 )
 from controlnet_core.recipes import read_recipe, recipe_for_image, save_png
 from controlnet_core.sampling import CONTROL_MODES
+from controlnet_core.settings import parse_flag
 
 log = logging.getLogger(__name__)
 
@@ -189,18 +190,13 @@ def canvas_to_image(value: Any) -> np.ndarray:
 
 
 def check_recipe_tab(request: GenerationRequest, tab: str) -> None:
-    """gr.Error when a recipe belongs in another tab (its modality's, or Combine for several)."""
+    """gr.Error when a recipe belongs in another tab: its modality's, or Combine for several."""
     if request.extra_controls:
-        names = " + ".join(
-            get_modality(m).label
-            for m in (request.modality, *(spec.modality for spec in request.extra_controls))
+        raise gr.Error(
+            f"This recipe combines {len(request.extra_controls) + 1} ControlNets "
+            f"({' + '.join(control_labels(request))}); load it in the Combine tab."
         )
-        if tab != "combine":
-            raise gr.Error(
-                f"This recipe combines {len(request.extra_controls) + 1} ControlNets ({names}); "
-                "load it in the Combine tab."
-            )
-    elif tab != "combine" and request.modality != tab:
+    if request.modality != tab:
         raise gr.Error(
             f"This recipe is for the {get_modality(request.modality).label} tab; "
             "open that tab to load it."

@@ -7,7 +7,6 @@ size. Endpoints: `/combine` (generate), `/combine_compare` (the same against pla
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from controlnet_core.preprocessors import get_preprocessor
 from controlnet_core.recipes import read_recipe
 from controlnet_core.sampling import CONTROL_MODES
 from demos.builder import (
-    check_recipe_tab,
     choose_seed,
     gallery_items,
     name_parameters,
@@ -85,20 +83,6 @@ def unit_message(message: str, unit_numbers: list[int]) -> str:
     number = unit_numbers[index] if index < len(unit_numbers) else index + 2
     # Name the unit once, in front, and drop the field prefixes from the rest.
     return f"ControlNet {number}: {_EXTRA_FIELD.sub('', message)}"
-
-
-def name_units(fn: Callable) -> Callable:
-    """Rewrite the ValueErrors of `fn(values) -> (…, unit_numbers)` callers, see `unit_message`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as error:
-            numbers = getattr(error, "unit_numbers", [2, 3])
-            raise ValueError(unit_message(str(error), numbers)) from error
-
-    return wrapper
 
 
 def create_demo(engine: Engine) -> gr.Blocks:
@@ -282,11 +266,9 @@ def create_demo(engine: Engine) -> gr.Blocks:
             try:
                 return method(request, image, report(progress), extra_images)
             except ValueError as error:
-                error.unit_numbers = unit_numbers
-                raise
+                raise ValueError(unit_message(str(error), unit_numbers)) from error
 
         @user_errors
-        @name_units
         @on_gpu
         def run_generate(*values, progress=gr.Progress()):
             result = run(engine.generate, list(values), progress)
@@ -298,7 +280,6 @@ def create_demo(engine: Engine) -> gr.Blocks:
             )
 
         @user_errors
-        @name_units
         @on_gpu
         def run_compare(*values, progress=gr.Progress()):
             result = run(engine.compare, list(values), progress)
@@ -311,13 +292,13 @@ def create_demo(engine: Engine) -> gr.Blocks:
             )
 
         @user_errors
-        @name_units
         def run_load_recipe(path):
             if not path:
                 return [gr.update() for _ in recipe_targets]
-            request = request_from_recipe(read_recipe(path))
-            check_recipe_tab(request, "combine")
-            request = engine.validate(request)
+            try:  # the recipe's control i fills unit i + 1
+                request = engine.validate(request_from_recipe(read_recipe(path)))
+            except ValueError as error:
+                raise ValueError(unit_message(str(error), [])) from error
             controls = [request, *request.extra_controls]
             if len(controls) > UNITS:
                 raise gr.Error(

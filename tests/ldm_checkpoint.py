@@ -202,18 +202,8 @@ def controlnet_to_ldm(controlnet) -> dict[str, torch.Tensor]:
 
 def save_ldm_controlnet(controlnet, path: str | Path) -> Path:
     """Write `controlnet` as an original single-file ControlNet (.safetensors or .pth)."""
-    path = Path(path)
-    state_dict = controlnet_to_ldm(controlnet)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file(state_dict, str(path))
-    elif path.suffix == ".pth":
-        torch.save(state_dict, path)
-    else:
-        raise ValueError(f"path must end with .safetensors or .pth, got {path.name!r}")
-    return path
+    # The ControlNet 1.1 .pth files hold the bare state dict.
+    return _save(controlnet_to_ldm(controlnet), Path(path), ".pth", lambda state: state)
 
 
 def ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
@@ -237,17 +227,20 @@ def save_ldm_checkpoint(pipe, path: str | Path) -> Path:
     `.safetensors` (the usual format), or `.ckpt`: a pickled `{"state_dict": ...}` as the original
     training code wrote it.
     """
-    path = Path(path)
-    state_dict = ldm_state_dict(pipe)
+    return _save(ldm_state_dict(pipe), Path(path), ".ckpt", lambda state: {"state_dict": state})
+
+
+def _save(state_dict, path: Path, pickled_suffix: str, wrap) -> Path:
+    """`state_dict` as .safetensors, or pickled as `wrap(state_dict)` under `pickled_suffix`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         save_file(state_dict, str(path))
-    elif path.suffix == ".ckpt":
-        torch.save({"state_dict": state_dict}, path)
+    elif path.suffix == pickled_suffix:
+        torch.save(wrap(state_dict), path)
     else:
-        raise ValueError(f"path must end with .safetensors or .ckpt, got {path.name!r}")
+        raise ValueError(f"path must end with .safetensors or {pickled_suffix}, got {path.name!r}")
     return path
 
 

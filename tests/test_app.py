@@ -195,27 +195,30 @@ def test_load_recipe_refills_the_tab(served):
         client.predict(handle_file(gallery[0]["image"]), api_name="/canny_load_recipe")
 
 
+def combine_args(client: Client, square, **overrides):
+    """Arguments for /combine: Canny and Scribble (strength 0.5) on `square`, unit 3 empty."""
+    image = handle_file(str(square))
+    values = {
+        "unit1_image": image,
+        "unit1_preprocessor": "canny",
+        "unit2_modality": "scribble",
+        "unit2_image": image,
+        "unit2_preprocessor": "scribble_threshold",
+        "unit2_strength": 0.5,
+        "unit3_image": None,
+        "prompt": "a red square",
+        "steps": 2,
+        "resolution": 64,
+        "randomize_seed": False,
+        **overrides,
+    }
+    # endpoint_args puts its third argument first: here that is unit 1's modality.
+    return endpoint_args(client, "/combine", "canny", **values)
+
+
 def test_combine_endpoint_runs_two_controlnets(served):
     client, square = served
-    args = endpoint_args(
-        client,
-        "/combine",
-        None,
-        unit1_modality="canny",
-        unit1_image=handle_file(str(square)),
-        unit1_preprocessor="canny",
-        unit2_modality="scribble",
-        unit2_image=handle_file(str(square)),
-        unit2_preprocessor="scribble_threshold",
-        unit2_strength=0.5,
-        unit3_image=None,
-        prompt="a red square",
-        steps=2,
-        resolution=64,
-        randomize_seed=False,
-        seed=4,
-    )
-    args[0] = "canny"
+    args = combine_args(client, square, seed=4)
     gallery, recipe, seed, _ = client.predict(*args, api_name="/combine")
     assert [item["caption"] for item in gallery] == [
         "Control map (Canny)",
@@ -294,24 +297,7 @@ def test_text_flags_and_seeds_near_the_maximum(served):
 
 def test_recipes_go_to_the_right_tab(served):
     client, square = served
-    args = endpoint_args(
-        client,
-        "/combine",
-        None,
-        unit1_image=handle_file(str(square)),
-        unit1_preprocessor="canny",
-        unit2_modality="scribble",
-        unit2_image=handle_file(str(square)),
-        unit2_preprocessor="scribble_threshold",
-        unit2_strength=0.5,
-        unit3_image=None,
-        prompt="a red square",
-        steps=2,
-        resolution=64,
-        randomize_seed=False,
-        seed=9,
-    )
-    args[0] = "canny"
+    args = combine_args(client, square, seed=9)
     gallery, recipe, _, _ = client.predict(*args, api_name="/combine")
     combined = handle_file(gallery[2]["image"])
     with pytest.raises(Exception, match=r"combines 2 ControlNets \(Canny \+ Scribble\)"):
@@ -350,21 +336,15 @@ def test_recipes_go_to_the_right_tab(served):
 
 def test_combine_errors_name_the_unit(served):
     client, square = served
-    args = endpoint_args(
+    args = combine_args(
         client,
-        "/combine",
-        None,
-        unit1_image=handle_file(str(square)),
-        unit1_preprocessor="canny",
+        square,
         unit2_image=None,
         unit3_modality="scribble",
         unit3_image=handle_file(str(square)),
         unit3_preprocessor="scribble_threshold",
         unit3_start=0.9,
         unit3_end=0.1,
-        steps=2,
-        resolution=64,
     )
-    args[0] = "canny"
     with pytest.raises(Exception, match=r"ControlNet 3: guidance_start \(0.9\) must be less"):
         client.predict(*args, api_name="/combine")
