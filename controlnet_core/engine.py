@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from controlnet_core.images import fit_image, image_sha1, target_size, to_rgb_array
+from controlnet_core.errors import shown
+from controlnet_core.images import (
+    fit_image,
+    image_sha1,
+    open_image,
+    target_size,
+    to_rgb_array,
+)
 from controlnet_core.modalities import MODALITIES, Modality, get_modality
 from controlnet_core.preprocessors import (
     MAX_DETECT_RESOLUTION,
@@ -35,6 +42,14 @@ MAX_GUIDANCE_SCALE = 30.0
 MAX_CONDITIONING_SCALE = 2.0
 
 ProgressCallback = Callable[[float, str], None]
+
+
+class GenerationCancelled(Exception):
+    """Raised by a progress callback to stop a generation (the user cancelled or left).
+
+    The engine calls its progress callback before each control map, each model load and after every
+    denoising step, so the work stops within one step and its memory is released as it unwinds.
+    """
 
 
 @dataclass(frozen=True)
@@ -106,16 +121,20 @@ def _fmt(number: float) -> str:
 def _number(name: str, value: Any, low: float, high: float, integer: bool = False) -> float | int:
     lo, hi = _fmt(low), _fmt(high)
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name} must be a number between {lo} and {hi}; got {value!r}")
+        raise ValueError(f"{name} must be a number between {lo} and {hi}; got {shown(value)}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number between {lo} and {hi}; got {value!r}") from None
+        raise ValueError(
+            f"{name} must be a number between {lo} and {hi}; got {shown(value)}"
+        ) from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise ValueError(f"{name} must be between {lo} and {hi}; got {value!r}")
+        raise ValueError(f"{name} must be between {lo} and {hi}; got {shown(value)}")
     if integer:
         if number != int(number):
-            raise ValueError(f"{name} must be a whole number between {lo} and {hi}; got {value!r}")
+            raise ValueError(
+                f"{name} must be a whole number between {lo} and {hi}; got {shown(value)}"
+            )
         return int(number)
     return number
 
@@ -199,6 +218,18 @@ class Engine:
         steps = min(defaults.steps, self.settings.max_steps)
         return UIDefaults(resolution, steps, defaults.guidance_scale, defaults.prompt)
 
+    def open_image(self, source: object) -> Any:
+        """`source` (a file path, PIL image or array) checked against the upload limits.
+
+        Paths are opened lazily: an image over `Settings.max_image_pixels` is refused from its
+        header, before its pixels are decoded (ImageTooLargeError, a ValueError).
+        """
+        return open_image(
+            source,
+            getattr(self.settings, "max_image_pixels", 25_000_000),
+            getattr(self.settings, "max_upload_mb", 20) * 2**20,
+        )
+
     # --- validation -----------------------------------------------------------------------------
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
@@ -228,11 +259,11 @@ class Engine:
         resolution = self._resolution(request.resolution)
         if request.scheduler not in SCHEDULERS:
             raise ValueError(
-                f"scheduler must be one of {list(SCHEDULERS)}; got {request.scheduler!r}"
+                f"scheduler must be one of {list(SCHEDULERS)}; got {shown(request.scheduler)}"
             )
         if request.control_mode not in CONTROL_MODES:
             raise ValueError(
-                f"control_mode must be one of {list(CONTROL_MODES)}; got {request.control_mode!r}"
+                f"control_mode must be one of {list(CONTROL_MODES)}; got {shown(request.control_mode)}"
             )
         return replace(
             request,
@@ -284,7 +315,7 @@ class Engine:
         if preprocessor not in modality.preprocessors:
             raise ValueError(
                 f"preprocessor must be one of {list(modality.preprocessors)} for "
-                f"{modality.label}; got {preprocessor!r}"
+                f"{modality.label}; got {shown(preprocessor)}"
             )
         values = get_preprocessor(preprocessor).validate_params(params)
         detect_resolution = _number(
@@ -295,7 +326,7 @@ class Engine:
             integer=True,
         )
         resolution = self._resolution(resolution)
-        array = to_rgb_array(image, over_white=preprocessor != "none")
+        array = to_rgb_array(self.open_image(image), over_white=preprocessor != "none")
         size = target_size(array.shape[1], array.shape[0], resolution)
         key = (
             image_sha1(array),
@@ -375,7 +406,7 @@ class Engine:
         from controlnet_core.sampling import UnitSettings, Variant
 
         if kind not in SWEEP_KINDS:
-            raise ValueError(f"sweep kind must be one of {list(SWEEP_KINDS)}; got {kind!r}")
+            raise ValueError(f"sweep kind must be one of {list(SWEEP_KINDS)}; got {shown(kind)}")
         values = list(values)
         if not 1 <= len(values) <= MAX_SWEEP_VALUES:
             raise ValueError(f"a sweep takes 1 to {MAX_SWEEP_VALUES} values; got {len(values)}")
@@ -419,6 +450,12 @@ class Engine:
                 f"({len(request.extra_controls)}); got {len(extra_images)}"
             )
         modality = get_modality(request.modality)
+
+        def status(message: str) -> None:
+            if progress is not None:
+                progress(0.0, message)
+
+        status("Making the control map…")
         main_map = self.control_map(
             modality.id,
             control_image,
@@ -432,6 +469,7 @@ class Engine:
         for index, (spec, image) in enumerate(
             zip(request.extra_controls, extra_images, strict=True)
         ):
+            status(f"Making control map {index + 2}…")
             try:
                 extra_map = self.control_map(
                     spec.modality,
@@ -445,10 +483,6 @@ class Engine:
                 raise ValueError(f"extra_images[{index}]: {error}") from None
             resample = Image.NEAREST if get_modality(spec.modality).label_map else Image.LANCZOS
             maps.append(fit_image(np.asarray(extra_map), (width, height), resample))
-
-        def status(message: str) -> None:
-            if progress is not None:
-                progress(0.0, message)
 
         specs = [_main_spec(request), *request.extra_controls]
         modalities = [get_modality(spec.modality) for spec in specs]
@@ -575,7 +609,7 @@ def _validate_control(spec: ControlSpec, prefix: str) -> ControlSpec:
     if preprocessor not in modality.preprocessors:
         raise ValueError(
             f"{prefix}preprocessor must be one of {list(modality.preprocessors)} for "
-            f"{modality.label}; got {preprocessor!r}"
+            f"{modality.label}; got {shown(preprocessor)}"
         )
     try:
         params = get_preprocessor(preprocessor).validate_params(spec.preprocessor_params)
@@ -627,6 +661,11 @@ def request_from_recipe(recipe: Mapping[str, Any]) -> GenerationRequest:
         raise ValueError(
             f"recipe field extra_controls must be a list of controls; got {type(extra).__name__}"
         )
+    if len(extra) > MAX_EXTRA_CONTROLS:
+        raise ValueError(
+            f"recipe field extra_controls holds {len(extra)} controls; at most "
+            f"{MAX_EXTRA_CONTROLS} can be combined"
+        )
     specs = []
     for index, spec in enumerate(extra):
         where = f"extra_controls[{index}]"
@@ -644,4 +683,6 @@ def request_from_recipe(recipe: Mapping[str, Any]) -> GenerationRequest:
 
 def _recipe_modality(value: Any, where: str) -> None:
     if not isinstance(value, str) or value not in MODALITIES:
-        raise ValueError(f"recipe field {where} must be one of {list(MODALITIES)}; got {value!r}")
+        raise ValueError(
+            f"recipe field {where} must be one of {list(MODALITIES)}; got {shown(value)}"
+        )

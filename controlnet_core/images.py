@@ -7,11 +7,78 @@ multiples of 64 (SD's latent grid needs multiples of 8; 64 matches the reference
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+from controlnet_core.errors import shown
 
 SIZE_MULTIPLE = 64
 MAX_ASPECT_RATIO = 2.0
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageTooLargeError(ValueError):
+    """An image over the server's limits (file size or pixel count), refused before decoding."""
+
+
+def open_image(source: object, max_pixels: int, max_bytes: int | None = None) -> Image.Image:
+    """A PIL image from a file path (or a PIL image / numpy array, returned as they are), checked.
+
+    The pixel count is read from the file's header and refused above `max_pixels` before a single
+    pixel is decoded: a 20 KB PNG can declare 13000x13000 pixels and need gigabytes once decoded.
+    Files over `max_bytes` are refused unread. The EXIF orientation of photos is applied.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            raise ValueError("the image file could not be read; upload it again") from None
+        if max_bytes is not None and size > max_bytes:
+            raise ImageTooLargeError(
+                f"image file is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB"
+            )
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            raise ImageTooLargeError(_too_many_pixels(None, max_pixels)) from None
+        except (OSError, SyntaxError, ValueError):
+            raise ValueError(
+                "the file is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF…)"
+            ) from None
+        check_pixels(image.size, max_pixels)
+        try:
+            # Only EXIF read with the header: PNG's getexif() decodes the pixels to look further.
+            if "exif" not in image.info or image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+                return image  # upright: stays undecoded (exif_transpose would copy it)
+            return ImageOps.exif_transpose(image)
+        except Exception:  # a broken EXIF block: keep the pixels as stored
+            return image
+    if isinstance(source, Image.Image):
+        check_pixels(source.size, max_pixels)
+    elif isinstance(source, np.ndarray) and source.ndim >= 2:
+        check_pixels((source.shape[1], source.shape[0]), max_pixels)
+    return source
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    """ImageTooLargeError when an image of `size` = (w, h) has more than `max_pixels` pixels."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(_too_many_pixels(size, max_pixels))
+
+
+def _too_many_pixels(size: tuple[int, int] | None, max_pixels: int) -> str:
+    declared = f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.1f} MP" if size else "too large"
+    return (
+        f"image is {declared}; the limit is {max_pixels / 1e6:g} megapixels: "
+        "scale it down and upload it again"
+    )
 
 
 def to_rgb_array(image: object, over_white: bool = True) -> np.ndarray:
@@ -30,7 +97,7 @@ def to_rgb_array(image: object, over_white: bool = True) -> np.ndarray:
     elif isinstance(image, np.ndarray):
         array = image
     else:
-        raise ValueError(f"image must be a PIL image or a numpy array; got {type(image).__name__}")
+        raise ValueError(f"image must be a PIL image or a numpy array; got {shown(image)}")
     shape = array.shape
     array = _to_uint8(array)
     if array.ndim == 2:

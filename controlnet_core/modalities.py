@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from controlnet_core.errors import shown
+
 INPUT_IMAGE = "image"
 INPUT_CANVAS = "canvas"
 
@@ -173,4 +175,4 @@ def get_modality(modality_id: str) -> Modality:
         return MODALITIES[modality_id]
     except (KeyError, TypeError):
         known = ", ".join(MODALITIES)
-        raise ValueError(f"modality must be one of: {known}; got {modality_id!r}") from None
+        raise ValueError(f"modality must be one of: {known}; got {shown(modality_id)}") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from controlnet_core.concurrency import model_construction_lock
+from controlnet_core.errors import shown
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import DTYPES, SCHEDULER_NAMES, Settings
@@ -67,7 +68,7 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if requested == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if requested not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {requested!r}")
+        raise ValueError(f"dtype must be one of {DTYPES}, got {shown(requested)}")
     if requested == "float16" and device.type == "cpu":
         raise ValueError(
             "dtype float16 needs a GPU (cuda or mps); on CPU use bfloat16 (fast on CPUs with "
@@ -81,7 +82,7 @@ def make_scheduler(name: str, base_config: dict):
     import diffusers
 
     if name not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {list(SCHEDULERS)}; got {name!r}")
+        raise ValueError(f"scheduler must be one of {list(SCHEDULERS)}; got {shown(name)}")
     cls = getattr(diffusers, SCHEDULERS[name])
     # The model's config decides its training schedule (betas, prediction type, spacing); the sampler
     # name alone decides the sampling algorithm, whatever variant the model's own config names.

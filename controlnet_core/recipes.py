@@ -136,8 +136,14 @@ def read_recipe(source: object) -> dict[str, Any]:
         with path.open("rb") as handle:
             signature = handle.read(8)
         if signature.startswith(b"\x89PNG"):
-            with Image.open(path) as image:
-                recipe = _recipe_from_png(image)
+            # Only the header and text chunks are read: the pixels are never decoded.
+            try:
+                with Image.open(path) as image:
+                    recipe = _recipe_from_png(image)
+            except (OSError, SyntaxError, Image.DecompressionBombError):
+                raise ValueError(
+                    "this PNG could not be read; load a PNG generated here or its JSON recipe"
+                ) from None
         else:
             recipe = _parse_json(path.read_bytes())
     elif isinstance(source, (str, bytes)):

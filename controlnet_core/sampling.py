@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from controlnet_core.errors import shown
+
 CONTROL_MODES = {
     "balanced": "Balanced",
     "prompt": "My prompt is more important",
@@ -95,7 +97,9 @@ def sample(
     `pipe` is any SD1.5 pipeline object (its unet, vae, text encoder and image processors are used).
     """
     if control_mode not in CONTROL_MODES:
-        raise ValueError(f"control_mode must be one of {list(CONTROL_MODES)}; got {control_mode!r}")
+        raise ValueError(
+            f"control_mode must be one of {list(CONTROL_MODES)}; got {shown(control_mode)}"
+        )
     if not variants:
         raise ValueError("variants must hold at least one variant")
     for variant in variants:

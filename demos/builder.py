@@ -9,14 +9,11 @@ Tab modules add only what is special to them through `extra_inputs`.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -32,18 +29,25 @@ from controlnet_core.engine import (
     control_labels,
     request_from_recipe,
 )
+from controlnet_core.errors import shown
 from controlnet_core.modalities import INPUT_CANVAS, Modality, get_modality
 from controlnet_core.models import SCHEDULERS
 from controlnet_core.preprocessors import (
     MAX_DETECT_RESOLUTION,
     MIN_DETECT_RESOLUTION,
     ParamSpec,
-    WeightsUnavailableError,
     get_preprocessor,
 )
 from controlnet_core.recipes import read_recipe, recipe_for_image, save_png
 from controlnet_core.sampling import CONTROL_MODES
-from controlnet_core.settings import parse_flag
+from controlnet_core.settings import Settings, parse_flag
+from demos.hosting import (
+    light_work,
+    limit_canvas_input,
+    output_folder,
+    report,
+    user_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +64,7 @@ class TabInputs:
     prompt: gr.Textbox
     preprocessor: gr.Dropdown
     gallery: gr.Gallery
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn core errors into messages on the page: never a traceback, always what to do."""
-
-    @functools.wraps(fn)  # keeps the signature: gradio finds `progress=gr.Progress()` through it
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except WeightsUnavailableError as error:
-            raise gr.Error(str(error), duration=None, title="Weights unavailable") from error
-        except ValueError as error:
-            raise gr.Error(str(error), title="Invalid input") from error
-        except Exception as error:  # the page gets a message; the console keeps the traceback
-            log.exception("request failed")
-            raise gr.Error(
-                f"Generation failed: {type(error).__name__}: {error}", title="Something went wrong"
-            ) from error
-
-    return wrapper
+    settings: Settings  # the server's limits, for the tab's own inputs and events
 
 
 @dataclass
@@ -101,9 +84,7 @@ def sampling_controls(engine: Engine, with_num_images: bool) -> SamplingControls
     """Steps, CFG, seed (+ randomize), number of images, resolution and sampler, in the context."""
     defaults = engine.ui_defaults()
     settings = engine.settings
-    steps = gr.Slider(
-        label="Steps", minimum=1, maximum=settings.max_steps, step=1, value=defaults.steps
-    )
+    steps = limited_slider("Steps", 1, settings.max_steps, 1, defaults.steps)
     guidance_scale = gr.Slider(
         label="Guidance scale (CFG)",
         minimum=0.0,
@@ -116,21 +97,31 @@ def sampling_controls(engine: Engine, with_num_images: bool) -> SamplingControls
         randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
     num_images = None
     if with_num_images:
-        num_images = gr.Slider(
-            label="Number of images", minimum=1, maximum=settings.max_images, step=1, value=1
-        )
-    resolution = gr.Slider(
-        label="Resolution (short side)",
-        minimum=64,
-        maximum=settings.max_resolution,
-        step=64,
-        value=defaults.resolution,
+        num_images = limited_slider("Number of images", 1, settings.max_images, 1, 1)
+    resolution = limited_slider(
+        "Resolution (short side)", 64, settings.max_resolution, 64, defaults.resolution
     )
     scheduler = gr.Dropdown(
         label="Sampler", choices=list(SCHEDULERS), value=_default_scheduler(settings)
     )
     return SamplingControls(
         steps, guidance_scale, seed, randomize_seed, num_images, resolution, scheduler
+    )
+
+
+def limited_slider(
+    label: str, minimum: float, maximum: float, step: float, value: float
+) -> gr.Slider | gr.Number:
+    """A slider from `minimum` to the server's limit; a fixed number when the limit allows one value.
+
+    A gradio slider needs minimum < maximum, and a server may well allow one image or 64 px only.
+    """
+    if maximum <= minimum:
+        return gr.Number(
+            label=label, value=minimum, interactive=False, info="fixed by this server's limits"
+        )
+    return gr.Slider(
+        label=label, minimum=minimum, maximum=maximum, step=step, value=min(value, maximum)
     )
 
 
@@ -141,12 +132,6 @@ def choose_seed(seed: Any, randomize: Any) -> Any:
     if seed is None:
         raise gr.Error(f"seed must be a whole number between 0 and {MAX_SEED}")
     return seed
-
-
-def report(progress: gr.Progress) -> Callable[[float, str], None]:
-    """The engine's progress callback, shown on gradio's progress bar."""
-    progress(0.0, desc="Starting…")
-    return lambda fraction, text: progress(fraction, desc=text)
 
 
 def tab_container():
@@ -252,7 +237,7 @@ def parse_sweep_values(text: str) -> list[float]:
             values.append(float(part))
         except ValueError:
             raise gr.Error(
-                f"Sweep values must be numbers separated by commas; {part!r} is not"
+                f"Sweep values must be numbers separated by commas; {shown(part)} is not"
             ) from None
     if not values:
         raise gr.Error("Give at least one sweep value, e.g. 0, 0.5, 1")
@@ -261,7 +246,7 @@ def parse_sweep_values(text: str) -> list[float]:
 
 def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:
     """The control map(s) first, then each image, as PNG files that carry their recipe."""
-    folder = Path(tempfile.mkdtemp(prefix="controlnet-", dir=_output_root()))
+    folder = output_folder()
     items = []
     maps = [result.control_map, *result.extra_maps]
     for index, control in enumerate(maps):
@@ -306,12 +291,6 @@ def _variant_recipe(recipe: dict[str, Any], index: int) -> dict[str, Any]:
     return single
 
 
-def _output_root() -> str:
-    root = Path(tempfile.gettempdir()) / "controlnet-demo-outputs"
-    root.mkdir(parents=True, exist_ok=True)
-    return str(root)
-
-
 def _param_component(spec: ParamSpec, visible: bool) -> gr.components.Component:
     common = {"label": spec.label, "info": spec.info or None, "visible": visible}
     if spec.kind == "bool":
@@ -349,19 +328,23 @@ def create_demo(
         with gr.Row():
             with gr.Column(scale=1):
                 if modality.input_kind == INPUT_CANVAS:
-                    source = gr.Sketchpad(
-                        label="Draw here (brush first)",
-                        type="numpy",
-                        canvas_size=CANVAS_SIZE,
-                        brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),
-                        height=420,
+                    source = limit_canvas_input(
+                        gr.Sketchpad(
+                            label="Draw here (brush first)",
+                            type="numpy",
+                            canvas_size=CANVAS_SIZE,
+                            brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),
+                            height=420,
+                        ),
+                        getattr(engine.settings, "max_image_pixels", 25_000_000),
                     )
                 else:
                     source = gr.Image(
                         label="Input image",
-                        # PIL in its own mode: the core converts 16-bit depth maps, CMYK and
-                        # transparency properly, where gradio's RGB conversion would clip them.
-                        type="pil",
+                        # The file itself: the core checks its size from the header before
+                        # decoding, and converts 16-bit depth maps, CMYK and transparency
+                        # properly, where gradio's RGB conversion would clip them.
+                        type="filepath",
                         image_mode=None,
                         format="png",  # control maps go back in here: webp would shift colours
                         sources=["upload", "clipboard", "webcam"],
@@ -465,7 +448,7 @@ def create_demo(
                 comparison = gr.ImageSlider(
                     label="Plain SD ⟷ ControlNet (same seed; drag the handle)",
                     format="png",
-                    type="pil",
+                    type="filepath",
                     visible=False,
                 )
                 with gr.Accordion("Recipe: every setting, model ids, versions", open=False):
@@ -477,12 +460,14 @@ def create_demo(
                     recipe = gr.JSON(label="Recipe of the last result")
 
         if extra_inputs is not None:
-            extra_inputs(TabInputs(modality, source, prompt, preprocessor, gallery))
+            extra_inputs(
+                TabInputs(modality, source, prompt, preprocessor, gallery, engine.settings)
+            )
 
         param_names = [spec.name for _, spec in param_specs]
         param_owners = [pid for pid, _ in param_specs]
 
-        def read_source(value: Any) -> np.ndarray:
+        def read_source(value: Any) -> Any:
             if modality.input_kind == INPUT_CANVAS:
                 return canvas_to_image(value)
             if value is None:
@@ -557,9 +542,10 @@ def create_demo(
         def run_compare(*values, progress=gr.Progress()):
             array, request = build_request(values)
             result = engine.compare(request, array, progress=report(progress))
-            slider = (upscale_for_display(result.images[0]), upscale_for_display(result.images[1]))
+            items = gallery_items(result)
+            slider = (items[-2][0], items[-1][0])  # the same files as the gallery's two images
             return (
-                gallery_items(result),
+                items,
                 result.recipe,
                 result.recipe["seed"],
                 gr.update(value=slider, visible=True),
@@ -700,6 +686,7 @@ def create_demo(
             inputs=recipe_file,
             outputs=recipe_targets,
             api_name=f"{modality.id}_load_recipe",
+            **light_work(engine.settings),
         )
         name_parameters(
             run_preview,
@@ -711,6 +698,7 @@ def create_demo(
             inputs=[source, preprocessor, detect_resolution, resolution, *param_components],
             outputs=gallery,
             api_name=f"{modality.id}_map",
+            **light_work(engine.settings),
         ).then(  # the gallery now shows another image: an older comparison must not stay below it
             lambda: gr.update(visible=False), outputs=comparison, api_visibility="private"
         )

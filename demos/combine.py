@@ -31,12 +31,10 @@ from demos.builder import (
     name_parameters,
     on_gpu,
     recipe_loaded_message,
-    report,
     sampling_controls,
     tab_container,
-    upscale_for_display,
-    user_errors,
 )
+from demos.hosting import light_work, report, user_errors
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
@@ -109,8 +107,10 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     modality = gr.Dropdown(label="Modality", choices=choices, value=modality_id)
                     image = gr.Image(
                         label="Image or control map",
-                        type="pil",
-                        image_mode=None,  # the core converts 16-bit, CMYK and transparency
+                        # The file: the core checks its size before decoding, and converts
+                        # 16-bit, CMYK and transparency itself.
+                        type="filepath",
+                        image_mode=None,
                         format="png",
                         height=220,
                     )
@@ -171,7 +171,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     label="Control maps, then results", format="png", columns=3, height=420
                 )
                 slider = gr.ImageSlider(
-                    label="Plain SD ⟷ ControlNets", format="png", type="pil", visible=False
+                    label="Plain SD ⟷ ControlNets", format="png", type="filepath", visible=False
                 )
                 with gr.Accordion("Recipe", open=False):
                     recipe_file = gr.File(
@@ -283,9 +283,10 @@ def create_demo(engine: Engine) -> gr.Blocks:
         @on_gpu
         def run_compare(*values, progress=gr.Progress()):
             result = run(engine.compare, list(values), progress)
-            pair = (upscale_for_display(result.images[0]), upscale_for_display(result.images[1]))
+            items = gallery_items(result)
+            pair = (items[-2][0], items[-1][0])  # the same files as the gallery's two images
             return (
-                gallery_items(result),
+                items,
                 result.recipe,
                 result.recipe["seed"],
                 gr.update(value=pair, visible=True),
@@ -371,6 +372,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
             inputs=recipe_file,
             outputs=recipe_targets,
             api_name="combine_load_recipe",
+            **light_work(engine.settings),
         )
     return demo
 

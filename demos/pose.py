@@ -12,10 +12,11 @@ import gradio as gr
 from controlnet_core.engine import Engine
 from controlnet_core.preprocessors.pose import POSE_PRESETS, render_pose_preset
 from controlnet_core.settings import parse_flag
-from demos.builder import TabInputs, user_errors
+from demos.builder import TabInputs
 from demos.builder import create_demo as build_tab
 from demos.examples import pose_preset_image, skimage_sample
 from demos.extras import add_examples
+from demos.hosting import light_work, user_errors
 
 MODALITY = "pose"
 
@@ -46,6 +47,7 @@ def add_presets(tab: TabInputs) -> None:
         inputs=[preset, mirror, scale, shift_x, shift_y],
         outputs=[tab.source, tab.preprocessor],
         api_name="pose_preset",
+        **light_work(tab.settings),
     )
     add_examples(
         tab,

@@ -18,10 +18,11 @@ from controlnet_core.preprocessors.segmentation import (
     hex_color,
     snap_to_palette,
 )
-from demos.builder import CANVAS_SIZE, TabInputs, user_errors
+from demos.builder import CANVAS_SIZE, TabInputs
 from demos.builder import create_demo as build_tab
 from demos.examples import seg_landscape, skimage_sample
 from demos.extras import add_examples
+from demos.hosting import light_work, limit_canvas_input, user_errors
 
 MODALITY = "seg"
 DEFAULT_BACKGROUND = "sky"
@@ -74,22 +75,25 @@ def add_painting(tab: TabInputs) -> None:
             choices=list(PAINT_CLASSES),
             value=DEFAULT_BACKGROUND,
         )
-        canvas = gr.ImageEditor(
-            label="Segmentation painting",
-            value=solid_canvas(DEFAULT_BACKGROUND),
-            type="numpy",
-            image_mode="RGB",
-            canvas_size=CANVAS_SIZE,
-            brush=gr.Brush(
-                colors=[hex_color(class_color(name)) for name in PAINT_CLASSES],
-                default_color=hex_color(class_color(DEFAULT_BRUSH)),
-                default_size=24,
-                color_mode="fixed",
+        canvas = limit_canvas_input(
+            gr.ImageEditor(
+                label="Segmentation painting",
+                value=solid_canvas(DEFAULT_BACKGROUND),
+                type="numpy",
+                image_mode="RGB",
+                canvas_size=CANVAS_SIZE,
+                brush=gr.Brush(
+                    colors=[hex_color(class_color(name)) for name in PAINT_CLASSES],
+                    default_color=hex_color(class_color(DEFAULT_BRUSH)),
+                    default_size=24,
+                    color_mode="fixed",
+                ),
+                layers=False,
+                transforms=(),
+                sources=(),
+                height=420,
             ),
-            layers=False,
-            transforms=(),
-            sources=(),
-            height=420,
+            getattr(tab.settings, "max_image_pixels", 25_000_000),
         )
         use = gr.Button("Use painting as map")
     background.change(solid_canvas, inputs=background, outputs=canvas, api_visibility="private")
@@ -98,6 +102,7 @@ def add_painting(tab: TabInputs) -> None:
         inputs=canvas,
         outputs=[tab.source, tab.preprocessor],
         api_visibility="private",
+        **light_work(tab.settings),
     )
     add_examples(
         tab,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from controlnet_core.errors import shown
 from controlnet_core.images import fit_image, resize_short_side, to_rgb_array
 from controlnet_core.settings import parse_flag
 
@@ -40,32 +41,32 @@ class ParamSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in PARAM_KINDS:
-            raise ValueError(f"param {self.name!r}: kind must be one of {PARAM_KINDS}")
+            raise ValueError(f"param {shown(self.name)}: kind must be one of {PARAM_KINDS}")
 
     def validate(self, value: Any, owner: str) -> Any:
         """`value` converted to this parameter's type; ValueError naming the allowed range otherwise."""
-        where = f"{owner} parameter {self.name!r}"
+        where = f"{owner} parameter {shown(self.name)}"
         if self.kind == "bool":
             return parse_flag(where, value)
         if self.kind == "choice":
             if value not in self.choices:
-                raise ValueError(f"{where} must be one of {list(self.choices)}; got {value!r}")
+                raise ValueError(f"{where} must be one of {list(self.choices)}; got {shown(value)}")
             return value
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where} must be a number; got {value!r}") from None
+            raise ValueError(f"{where} must be a number; got {shown(value)}") from None
         if not np.isfinite(number):
-            raise ValueError(f"{where} must be finite; got {value!r}")
+            raise ValueError(f"{where} must be finite; got {shown(value)}")
         if self.kind == "int":
             if number != int(number):
-                raise ValueError(f"{where} must be an integer; got {value!r}")
+                raise ValueError(f"{where} must be an integer; got {shown(value)}")
             number = int(number)
         if (self.minimum is not None and number < self.minimum) or (
             self.maximum is not None and number > self.maximum
         ):
             raise ValueError(
-                f"{where} must be between {self.minimum:g} and {self.maximum:g}; got {value!r}"
+                f"{where} must be between {self.minimum:g} and {self.maximum:g}; got {shown(value)}"
             )
         return number
 
@@ -110,7 +111,7 @@ class PreprocessorSpec:
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ValueError(
-                f"preprocessor {self.id!r} has no parameter(s) {unknown}; known: {sorted(known)}"
+                f"preprocessor {self.id!r} has no parameter(s) {shown(unknown)}; known: {sorted(known)}"
             )
         values = self.defaults()
         for name, value in params.items():
@@ -267,7 +268,7 @@ def get_preprocessor(preprocessor_id: str) -> PreprocessorSpec:
         return PREPROCESSORS[preprocessor_id]
     except KeyError:
         raise ValueError(
-            f"preprocessor must be one of: {', '.join(PREPROCESSORS)}; got {preprocessor_id!r}"
+            f"preprocessor must be one of: {', '.join(PREPROCESSORS)}; got {shown(preprocessor_id)}"
         ) from None
 
 

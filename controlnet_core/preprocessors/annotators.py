@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from controlnet_core.concurrency import model_construction_lock
+from controlnet_core.errors import shown
 from controlnet_core.preprocessors import (
     ParamSpec,
     PreprocessorSpec,
@@ -98,7 +99,7 @@ class AnnotatorCache:
             return self._sources[name]
         except KeyError:
             raise ValueError(
-                f"annotator must be one of: {', '.join(sorted(self._sources))}; got {name!r}"
+                f"annotator must be one of: {', '.join(sorted(self._sources))}; got {shown(name)}"
             ) from None
 
     def set(self, name: str, detector: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from controlnet_core.errors import shown
 from controlnet_core.preprocessors import ParamSpec, PreprocessorSpec, register
 from controlnet_core.preprocessors.annotators import (
     ANNOTATORS,
@@ -51,7 +52,7 @@ def normal_from_depth(
     import cv2
 
     if layout not in NORMAL_LAYOUTS:
-        raise ValueError(f"layout must be one of {list(NORMAL_LAYOUTS)}; got {layout!r}")
+        raise ValueError(f"layout must be one of {list(NORMAL_LAYOUTS)}; got {shown(layout)}")
     depth = depth.astype(np.float32)
     low, high = float(depth.min()), float(depth.max())
     normalised = (depth - low) / (high - low) if high > low else np.zeros_like(depth)

@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from controlnet_core.errors import shown
 from controlnet_core.preprocessors import ParamSpec, PreprocessorSpec, register
 from controlnet_core.preprocessors.annotators import (
     ANNOTATORS,
@@ -268,10 +269,10 @@ def transform_keypoints(
     """Keypoints mirrored (left/right swapped, as OpenPose would see a mirrored photo), scaled about
     the skeleton's centre and shifted by fractions of the canvas; points that leave it are dropped."""
     if not 0.1 <= scale <= 3.0:
-        raise ValueError(f"scale must be between 0.1 and 3; got {scale!r}")
+        raise ValueError(f"scale must be between 0.1 and 3; got {shown(scale)}")
     for name, shift in (("shift_x", shift_x), ("shift_y", shift_y)):
         if not -1.0 <= shift <= 1.0:
-            raise ValueError(f"{name} must be between -1 and 1; got {shift!r}")
+            raise ValueError(f"{name} must be between -1 and 1; got {shown(shift)}")
     points = list(keypoints)
     if mirror:
         points = [
@@ -311,10 +312,10 @@ def render_pose_preset(
     into the central square so the body keeps its proportions.
     """
     if name not in POSE_PRESETS:
-        raise ValueError(f"pose preset must be one of {list(POSE_PRESETS)}; got {name!r}")
+        raise ValueError(f"pose preset must be one of {list(POSE_PRESETS)}; got {shown(name)}")
     for label, side in (("width", width), ("height", height)):
         if not 64 <= int(side) <= 2048:
-            raise ValueError(f"{label} must be between 64 and 2048; got {side!r}")
+            raise ValueError(f"{label} must be between 64 and 2048; got {shown(side)}")
     points = transform_keypoints(POSE_PRESETS[name], mirror, scale, shift_x, shift_y)
     side = min(width, height)
     off_x, off_y = (width - side) / 2, (height - side) / 2

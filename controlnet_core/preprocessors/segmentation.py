@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from controlnet_core.errors import shown
 from controlnet_core.preprocessors import ParamSpec, PreprocessorSpec, register
 from controlnet_core.preprocessors.annotators import (
     ANNOTATORS,
@@ -217,7 +218,7 @@ def class_color(name: str) -> tuple[int, int, int]:
         return ADE20K_COLORS[name]
     except KeyError:
         raise ValueError(
-            f"ADE20K has no class {name!r}; e.g. {', '.join(PAINT_CLASSES[:8])}, …"
+            f"ADE20K has no class {shown(name)}; e.g. {', '.join(PAINT_CLASSES[:8])}, …"
         ) from None
 
 
@@ -251,7 +252,7 @@ def snap_to_palette(image: np.ndarray, smooth: int = 1) -> np.ndarray:
     import cv2
 
     if smooth < 1 or smooth % 2 == 0:
-        raise ValueError(f"smooth must be an odd number of pixels (1 = off); got {smooth!r}")
+        raise ValueError(f"smooth must be an odd number of pixels (1 = off); got {shown(smooth)}")
     labels = snap_labels(image).astype(np.uint8)
     if smooth > 1:
         labels = cv2.medianBlur(labels, smooth)

@@ -1,0 +1,155 @@
+"""What a public server needs from every tab: safe error text, work that stops when the user leaves,
+bounded canvas inputs, and output files written once where the cache sweeper finds them.
+
+Gradio shows an error's message as HTML, and our messages repeat the offending value from the request,
+so every message is escaped and shortened here, at the edge. Gradio cannot stop a function running in a
+worker thread when its event is cancelled (or the browser tab closes): the progress callback asks the
+queue whether the event is still wanted and raises `GenerationCancelled` when it is not, so the engine
+stops within one denoising step.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from controlnet_core.engine import GenerationCancelled
+from controlnet_core.images import check_pixels
+from controlnet_core.preprocessors import WeightsUnavailableError
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 1500
+MAX_CANVAS_LAYERS = 8
+
+
+def page_text(message: str) -> str:
+    """`message` as plain text for gradio's HTML pop-up: escaped, at most MAX_MESSAGE_CHARS long."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return html.escape(message, quote=False)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn every failure of a handler into a short, escaped message on the page; never a traceback.
+
+    A generation stopped because its user left ends quietly: nobody is there to read a message.
+    """
+
+    @functools.wraps(fn)  # keeps the signature: gradio finds `progress=gr.Progress()` through it
+    def wrapper(*args, **kwargs):
+        # The error is built after the `except` block, so it does not chain the original exception,
+        # whose traceback would keep the cancelled generation's tensors alive.
+        title, message, duration = None, "", 10.0
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as error:
+            title, message, duration = error.title, error.message, error.duration
+        except GenerationCancelled:
+            log.info("generation cancelled: the request is gone")
+            title, message = "Cancelled", "The generation was cancelled."
+        except WeightsUnavailableError as error:
+            title, message, duration = "Weights unavailable", str(error), None
+        except ValueError as error:
+            title, message = "Invalid input", str(error)
+        except Exception as error:  # the page gets a message; the console keeps the traceback
+            log.exception("request failed")
+            title, message = "Something went wrong", f"Generation failed: {type(error).__name__}"
+        raise gr.Error(
+            page_text(message), title=title or "Error", duration=duration, print_exception=False
+        )
+
+    return wrapper
+
+
+def event_wanted() -> bool:
+    """False once the queue has dropped the running event (cancelled, or its browser tab closed).
+
+    Outside a queued gradio event (a direct call, a script) there is nothing to cancel: True.
+    """
+    from gradio.context import LocalContext
+
+    blocks = LocalContext.blocks.get(None)
+    event_id = LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return True
+    for job in list(queue.active_jobs):
+        for event in job or ():
+            if event._id == event_id:
+                return event.alive
+    return False
+
+
+def report(progress: gr.Progress) -> Callable[[float, str], None]:
+    """The engine's progress callback: shown on gradio's progress bar, and the point where a
+    generation nobody waits for any more is stopped (GenerationCancelled)."""
+    progress(0.0, desc="Starting…")
+
+    def callback(fraction: float, text: str) -> None:
+        if not event_wanted():
+            raise GenerationCancelled(text)
+        progress(fraction, desc=text)
+
+    return callback
+
+
+def light_work(settings: Any) -> dict[str, Any]:
+    """Event options for the quick handlers that still decode images (map previews, recipe loads,
+    presets): one shared group with a small limit, so N clients cannot decode N big images at once.
+    Generations have their own group ("generate") of one."""
+    return {
+        "concurrency_id": "light",
+        "concurrency_limit": getattr(settings, "preview_concurrency", 2),
+    }
+
+
+def limit_canvas_input(editor: gr.ImageEditor, max_pixels: int) -> gr.ImageEditor:
+    """Refuse an oversized canvas value from the image headers, before gradio decodes its layers.
+
+    gr.ImageEditor decodes the background, every layer and the composite of what the client sends;
+    a crafted request could send many huge layers. The page's own canvas stays far below the limit.
+    """
+    preprocess = editor.preprocess
+
+    @functools.wraps(preprocess)
+    def bounded(payload):
+        if payload is not None and payload.id is None:
+            layers = list(payload.layers or [])
+            if len(layers) > MAX_CANVAS_LAYERS:
+                raise gr.Error(f"A canvas takes at most {MAX_CANVAS_LAYERS} layers.")
+            for part in [payload.background, payload.composite, *layers]:
+                path = getattr(part, "path", None)
+                if path:
+                    try:
+                        with Image.open(path) as image:
+                            check_pixels(image.size, max_pixels)
+                    except ValueError as error:
+                        raise gr.Error(page_text(f"Canvas: {error}")) from None
+                    except (OSError, SyntaxError, Image.DecompressionBombError):
+                        raise gr.Error("The canvas could not be read; draw again.") from None
+        return preprocess(payload)
+
+    editor.preprocess = bounded
+    return editor
+
+
+def output_folder() -> Path:
+    """A fresh folder for one result's files, inside gradio's cache folder.
+
+    Files already in the cache are served as they are (not copied a second time), and the cache is
+    what `delete_cache` and the app's sweeper clean (see controlnet_core.storage).
+    """
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()) / "outputs" / uuid.uuid4().hex
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,317 @@
+"""What a public server needs: cancelled work stops, inputs and disk stay bounded, error text is safe."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app import build_app
+from controlnet_core.engine import Engine, GenerationCancelled, GenerationRequest
+from controlnet_core.errors import shown
+from controlnet_core.images import ImageTooLargeError, open_image
+from controlnet_core.recipes import read_recipe
+from controlnet_core.settings import Settings
+from controlnet_core.storage import PREFIX, ServerFolder, remove_orphans
+from demos.hosting import MAX_MESSAGE_CHARS, page_text, user_errors
+from tests.conftest import free_port
+from tests.test_app import endpoint_args
+
+
+def bomb_png(path, side: int = 13000) -> str:
+    """A 1-bit PNG that is ~20 KB on disk and `side`² pixels once decoded."""
+    Image.new("1", (side, side), 1).save(path)
+    return str(path)
+
+
+# --- error text -------------------------------------------------------------------------------
+
+
+def test_shown_values_are_short_and_hold_no_addresses():
+    assert len(shown("x" * 100_000)) < 80
+    assert shown(object()) == "<object>"
+    assert shown(np.zeros(3)) == "<ndarray>"
+    assert shown("UniPC") == "'UniPC'"
+    assert len(shown(list(range(20_000)))) < 40
+
+
+def test_page_text_is_escaped_and_capped():
+    text = page_text('<a href="https://example.invalid">Session expired</a>')
+    assert "<" not in text and "&lt;a href=" in text
+    assert len(page_text("é" * 100_000)) == MAX_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        gr.Error("Sweep values: '<img src=x>' is not a number"),
+        ValueError("scheduler must be one of [...]; got '<form><input></form>'"),
+    ],
+)
+def test_handler_errors_reach_the_page_escaped(error):
+    @user_errors
+    def handler():
+        raise error
+
+    with pytest.raises(gr.Error) as caught:
+        handler()
+    assert "<" not in caught.value.message and "&lt;" in caught.value.message
+
+
+def test_unexpected_errors_name_their_type_only():
+    @user_errors
+    def handler():
+        raise RuntimeError("/srv/app/secret/path.py at 0x7f00deadbeef")
+
+    with pytest.raises(gr.Error) as caught:
+        handler()
+    assert caught.value.message == "Generation failed: RuntimeError"
+
+
+def test_a_huge_recipe_is_refused_with_a_short_message(tiny_engine, tmp_path):
+    from controlnet_core.engine import request_from_recipe
+
+    recipe = {"format": "controlnet-demo-recipe/1", "modality": "canny"}
+    recipe["extra_controls"] = [{"modality": "canny"}] * 20_000
+    with pytest.raises(ValueError) as caught:
+        request_from_recipe(recipe)
+    assert "20000" in str(caught.value) and len(str(caught.value)) < 200
+
+
+# --- bounded inputs ---------------------------------------------------------------------------
+
+
+def test_pixel_bombs_are_refused_from_the_header(tmp_path):
+    path = bomb_png(tmp_path / "bomb.png")
+    assert os.path.getsize(path) < 100_000
+    with pytest.raises(ImageTooLargeError, match="13000x13000"):
+        open_image(path, max_pixels=25_000_000)
+    image = open_image(path, max_pixels=200_000_000)  # under the limit: opened, not decoded yet
+    assert image.size == (13000, 13000) and image.tile  # tiles left to decode: not loaded
+
+
+def test_files_over_the_byte_limit_are_refused_unread(tmp_path):
+    path = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 600, 3), np.uint8)).save(path)
+    with pytest.raises(ImageTooLargeError, match="MB"):
+        open_image(str(path), max_pixels=25_000_000, max_bytes=100_000)
+
+
+def test_unreadable_files_are_named_without_their_path(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    with pytest.raises(ValueError) as caught:
+        open_image(str(path), max_pixels=25_000_000)
+    assert str(tmp_path) not in str(caught.value)
+
+
+def test_photos_are_turned_upright_from_exif(tmp_path):
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display turned 90° clockwise
+    Image.fromarray(array).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    image = open_image(str(tmp_path / "photo.jpg"), max_pixels=10_000)
+    assert image.size == (20, 40)
+    assert np.asarray(image)[:10].mean() > 200 and np.asarray(image)[-10:].mean() < 50
+
+
+def test_engine_refuses_bombs_before_decoding(tmp_path):
+    engine = Engine(Settings(backend="tiny"))
+    path = bomb_png(tmp_path / "bomb.png", side=6000)
+    limit = engine.settings.max_image_pixels
+    assert limit < 6000 * 6000
+    with pytest.raises(ImageTooLargeError):
+        engine.control_map("canny", path, resolution=64)
+
+
+def test_a_bomb_recipe_png_is_a_clear_error(tmp_path):
+    path = bomb_png(tmp_path / "bomb.png", side=20000)  # past Pillow's own bomb limit
+    with pytest.raises(ValueError, match="could not be read"):
+        read_recipe(path)
+
+
+# --- cancellation -----------------------------------------------------------------------------
+
+
+def test_a_raising_progress_callback_stops_the_denoising_loop(tiny_engine, square_image):
+    steps_seen = []
+
+    def progress(fraction: float, text: str) -> None:
+        if text.startswith("Denoising"):
+            steps_seen.append(text)
+            if len(steps_seen) == 3:
+                raise GenerationCancelled(text)
+
+    request = GenerationRequest(modality="canny", steps=20, resolution=64)
+    with pytest.raises(GenerationCancelled):
+        tiny_engine.generate(request, square_image, progress=progress)
+    assert len(steps_seen) == 3
+
+
+class StepCounter:
+    """Counts UNet calls of the served engine (one per denoising step)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.calls = 0
+        engine.manager.base().unet.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+    def settle(self, quiet: float = 1.0, limit: float = 20.0) -> float:
+        """Seconds until no step ran for `quiet` seconds (fails after `limit`)."""
+        started = time.monotonic()
+        last, last_change = self.calls, time.monotonic()
+        while time.monotonic() - started < limit:
+            time.sleep(0.1)
+            if self.calls != last:
+                last, last_change = self.calls, time.monotonic()
+            elif time.monotonic() - last_change >= quiet:
+                return last_change - started
+        raise AssertionError(f"steps still running after {limit} s")
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """A served app whose generations take seconds (512 px, many steps) on the tiny backend."""
+    engine = Engine(Settings(backend="tiny", max_steps=100))
+    demo = build_app(engine, ["canny"], combine=False)
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    image = tmp_path_factory.mktemp("inputs") / "square.png"
+    square = np.full((512, 512, 3), 255, np.uint8)
+    square[128:384, 128:384] = 0
+    Image.fromarray(square).save(image)
+    client = Client(f"http://127.0.0.1:{port}", verbose=False)
+    engine.generate(GenerationRequest(modality="canny", steps=1, resolution=64), square)
+    yield client, engine, handle_file(str(image))
+    demo.close()
+
+
+def _long_job(client, image):
+    args = endpoint_args(
+        client, "/canny", image, steps=100, resolution=512, randomize_seed=False, seed=1
+    )
+    return client.submit(*args, api_name="/canny")
+
+
+def _wait_running(counter: StepCounter, before: int, limit: float = 30.0) -> None:
+    started = time.monotonic()
+    while counter.calls < before + 2:
+        assert time.monotonic() - started < limit, "the job never started denoising"
+        time.sleep(0.05)
+
+
+def test_cancelling_a_job_stops_its_denoising_loop(slow_server):
+    client, engine, image = slow_server
+    counter = StepCounter(engine)
+    for _round in range(2):  # a second cancelled job must not pile up on the first
+        before = counter.calls
+        job = _long_job(client, image)
+        _wait_running(counter, before)
+        job.cancel()
+        cancelled_at = counter.calls
+        counter.settle()
+        # Stopped within a step or two of the cancel, far from the 100 steps asked for.
+        assert counter.calls - cancelled_at <= 3
+        assert counter.calls - before < 50
+    # CPU is idle afterwards: no thread keeps computing.
+    cpu = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - cpu < 0.3
+    # The worker takes the next job.
+    args = endpoint_args(client, "/canny", image, steps=2, resolution=64, randomize_seed=False)
+    gallery, *_ = client.predict(*args, api_name="/canny")
+    assert len(gallery) == 2
+
+
+def test_closing_the_browser_stops_the_job(slow_server):
+    """A client that disconnects (tab closed) leaves an event the queue marks dead: it stops too."""
+    client, engine, image = slow_server
+    counter = StepCounter(engine)
+    other = Client(client.src, verbose=False)
+    before = counter.calls
+    _long_job(other, image)
+    _wait_running(counter, before)
+    other.close()  # ends the client's event stream, as a closed tab does
+    counter.settle()
+    assert counter.calls - before < 50
+
+
+# --- bounded disk -----------------------------------------------------------------------------
+
+
+def test_server_folder_sweeps_old_files_and_goes_at_close(tmp_path):
+    folder = ServerFolder(tmp_path)
+    old = folder.path / "outputs" / "a" / "old.png"
+    new = folder.path / "outputs" / "b" / "new.png"
+    for path in (old, new):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+    past = time.time() - 7200
+    os.utime(old, (past, past))
+    assert folder.sweep(max_age=3600) == 1
+    assert not old.exists() and not old.parent.exists() and new.exists()
+    folder.close()
+    assert not folder.path.exists()
+
+
+def test_sweeper_thread_runs_on_its_own(tmp_path):
+    folder = ServerFolder(tmp_path)
+    stale = folder.path / "stale.png"
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 100, time.time() - 100))
+    done = threading.Event()
+    folder.start_sweeper(interval=0.05, max_age=10)
+    for _ in range(100):
+        if not stale.exists():
+            done.set()
+            break
+        time.sleep(0.05)
+    folder.close()
+    assert done.is_set()
+
+
+def test_folders_of_dead_processes_are_removed(tmp_path):
+    dead = tmp_path / f"{PREFIX}999999999"
+    alive = tmp_path / f"{PREFIX}{os.getpid()}"
+    other = tmp_path / "someone-elses"
+    for folder in (dead, alive, other):
+        folder.mkdir()
+    assert remove_orphans(tmp_path) == [dead]
+    assert alive.exists() and other.exists()
+
+
+def test_outputs_are_stored_once(tmp_path, monkeypatch):
+    """Result PNGs are written into gradio's cache folder, so gradio serves them without a copy."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    engine = Engine(Settings(backend="tiny"))
+    demo = build_app(engine, ["canny"], combine=False)
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        source = tmp_path.parent / "square.png"
+        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(source)
+        args = endpoint_args(
+            client, "/canny", handle_file(str(source)), steps=2, resolution=64, num_images=2
+        )
+        client.predict(*args, api_name="/canny")
+        pngs = list(tmp_path.rglob("*.png"))
+        outputs = sorted(p for p in pngs if "outputs" in p.parts)
+        # One map + two images, once each; no copy of them elsewhere in the cache.
+        assert len(outputs) == 3
+        assert not [p for p in pngs if p not in outputs and ("seed" in p.name or "map" in p.name)]
+        images = [p for p in outputs if "seed" in p.name]
+        recipe = json.loads(Image.open(images[-1]).info["controlnet_recipe"])
+        assert recipe["modality"] == "canny" and recipe["num_images"] == 2
+    finally:
+        demo.close()
