@@ -45,6 +45,7 @@ from demos.hosting import (
     light_work,
     limit_canvas_input,
     output_folder,
+    readable_upload,
     report,
     user_errors,
 )
@@ -339,16 +340,18 @@ def create_demo(
                         getattr(engine.settings, "max_image_pixels", 25_000_000),
                     )
                 else:
-                    source = gr.Image(
-                        label="Input image",
-                        # The file itself: the core checks its size from the header before
-                        # decoding, and converts 16-bit depth maps, CMYK and transparency
-                        # properly, where gradio's RGB conversion would clip them.
-                        type="filepath",
-                        image_mode=None,
-                        format="png",  # control maps go back in here: webp would shift colours
-                        sources=["upload", "clipboard", "webcam"],
-                        height=360,
+                    source = readable_upload(
+                        gr.Image(
+                            label="Input image",
+                            # The file itself: the core checks its size from the header before
+                            # decoding, and converts 16-bit depth maps, CMYK and transparency
+                            # properly, where gradio's RGB conversion would clip them.
+                            type="filepath",
+                            image_mode=None,
+                            format="png",  # control maps go back in here: webp would shift colours
+                            sources=["upload", "clipboard", "webcam"],
+                            height=360,
+                        )
                     )
                 prompt = gr.Textbox(
                     label="Prompt",

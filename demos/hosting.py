@@ -142,6 +142,27 @@ def limit_canvas_input(editor: gr.ImageEditor, max_pixels: int) -> gr.ImageEdito
     return editor
 
 
+def readable_upload(image: gr.Image) -> gr.Image:
+    """An image input whose unreadable uploads give a clear message instead of gradio's own error,
+    which names the server's file path. (gradio opens the file, header only, before our handler.)"""
+    preprocess = image.preprocess
+
+    @functools.wraps(preprocess)
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:
+            raise gr.Error(
+                "The upload is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF…).",
+                print_exception=False,
+            ) from None
+
+    image.preprocess = checked
+    return image
+
+
 def output_folder() -> Path:
     """A fresh folder for one result's files, inside gradio's cache folder.
 
