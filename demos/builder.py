@@ -23,6 +23,7 @@ from PIL import Image
 from controlnet_core.engine import (
     MAX_CONDITIONING_SCALE,
     MAX_SEED,
+    MAX_SWEEP_VALUES,
     Engine,
     GenerationRequest,
     GenerationResult,
@@ -146,13 +147,34 @@ def tab_container():
     return gr.Column() if get_blocks_context() is not None else gr.Blocks()
 
 
-def on_gpu(fn: Callable) -> Callable:
-    """Hold a GPU for the call on Hugging Face ZeroGPU Spaces; `spaces.GPU` is a no-op elsewhere."""
+MAX_GPU_SECONDS = 120
+
+
+def on_gpu(fn: Callable | None = None, *, seconds: Callable[..., float] | None = None) -> Callable:
+    """Hold a GPU for the call on Hugging Face ZeroGPU Spaces; `spaces.GPU` is a no-op elsewhere.
+
+    `seconds`, called with the handler's arguments, says how long to hold it: ZeroGPU queues short
+    requests ahead of long ones and stops a call that runs past its duration.
+    """
+    if fn is None:
+        return lambda inner: on_gpu(inner, seconds=seconds)
     try:
         import spaces
     except ImportError:
         return fn
-    return spaces.GPU(fn)
+    return spaces.GPU(fn, duration=seconds) if seconds else spaces.GPU(fn)
+
+
+def gpu_seconds(steps: Any, images: Any, resolution: Any, variants: int = 1) -> int:
+    """GPU seconds to ask for: the model load plus ~0.15 s per 512² image-step, capped.
+
+    Unreadable values (the handler will refuse them) ask for the default.
+    """
+    try:
+        work = float(steps) * float(images or 1) * variants * (float(resolution) / 512) ** 2
+    except (TypeError, ValueError):
+        return 60
+    return int(min(MAX_GPU_SECONDS, 20 + 0.15 * max(work, 0.0)))
 
 
 def canvas_to_image(value: Any) -> np.ndarray:
@@ -528,8 +550,17 @@ def create_demo(
             )
             return array, request
 
+        def gpu_time(variants: int) -> Callable[..., int]:
+            def seconds(*values, **_) -> int:
+                named = dict(zip(api_fields, values, strict=False))
+                return gpu_seconds(
+                    named.get("steps"), named.get("num_images"), named.get("resolution"), variants
+                )
+
+            return seconds
+
         @user_errors
-        @on_gpu
+        @on_gpu(seconds=gpu_time(1))
         def run_generate(*values, progress=gr.Progress()):
             array, request = build_request(values)
             result = engine.generate(request, array, progress=report(progress))
@@ -541,7 +572,7 @@ def create_demo(
             )
 
         @user_errors
-        @on_gpu
+        @on_gpu(seconds=gpu_time(2))
         def run_compare(*values, progress=gr.Progress()):
             array, request = build_request(values)
             result = engine.compare(request, array, progress=report(progress))
@@ -555,7 +586,7 @@ def create_demo(
             )
 
         @user_errors
-        @on_gpu
+        @on_gpu(seconds=gpu_time(MAX_SWEEP_VALUES))
         def run_sweep(*values, progress=gr.Progress()):
             *values, kind, text = values
             array, request = build_request(values)

@@ -28,6 +28,7 @@ from controlnet_core.sampling import CONTROL_MODES
 from demos.builder import (
     choose_seed,
     gallery_items,
+    gpu_seconds,
     name_parameters,
     on_gpu,
     recipe_loaded_message,
@@ -270,8 +271,15 @@ def create_demo(engine: Engine) -> gr.Blocks:
             except ValueError as error:
                 raise ValueError(unit_message(str(error), unit_numbers)) from error
 
+        def gpu_time(variants: int) -> Callable[..., int]:
+            def seconds(*values, **_) -> int:
+                named = dict(zip(names, values, strict=False))
+                return gpu_seconds(named.get("steps"), 1, named.get("resolution"), variants * UNITS)
+
+            return seconds
+
         @user_errors
-        @on_gpu
+        @on_gpu(seconds=gpu_time(1))
         def run_generate(*values, progress=gr.Progress()):
             result = run(engine.generate, list(values), progress)
             return (
@@ -282,7 +290,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
             )
 
         @user_errors
-        @on_gpu
+        @on_gpu(seconds=gpu_time(2))
         def run_compare(*values, progress=gr.Progress()):
             result = run(engine.compare, list(values), progress)
             items = gallery_items(result)

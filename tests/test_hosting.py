@@ -315,3 +315,34 @@ def test_outputs_are_stored_once(tmp_path, monkeypatch):
         assert recipe["modality"] == "canny" and recipe["num_images"] == 2
     finally:
         demo.close()
+
+
+# --- ZeroGPU --------------------------------------------------------------------------------
+
+
+def test_gpu_duration_follows_the_work(monkeypatch):
+    import spaces
+
+    from demos import builder
+
+    assert builder.gpu_seconds(20, 1, 512) < builder.gpu_seconds(50, 4, 768)
+    assert builder.gpu_seconds(100, 8, 1024, variants=8) == builder.MAX_GPU_SECONDS
+    assert builder.gpu_seconds(None, "x", 512) == 60  # the handler refuses it; ask the default
+    held = {}
+
+    def fake_gpu(fn, duration=None):  # records what ZeroGPU would be asked for
+        def call(*args, **kwargs):
+            held["seconds"] = duration(*args, **kwargs)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(spaces, "GPU", fake_gpu)
+    demo = build_app(Engine(Settings(backend="tiny")), ["canny"], combine=False)
+    generate = next(f for f in demo.fns.values() if f.api_name == "canny")
+    names = list(__import__("inspect").signature(generate.fn).parameters)
+    values = {name: None for name in names if name != "progress"}
+    values.update(steps=30, num_images=2, resolution=768)
+    with pytest.raises(gr.Error):  # no image: refused, after the duration was asked for
+        generate.fn(*values.values())
+    assert held["seconds"] == builder.gpu_seconds(30, 2, 768)
