@@ -43,10 +43,10 @@ from controlnet_core.recipes import read_recipe, recipe_for_image, save_png
 from controlnet_core.sampling import CONTROL_MODES
 from controlnet_core.settings import Settings, parse_flag
 from demos.hosting import (
+    guard_inputs,
     light_work,
     limit_canvas_input,
     output_folder,
-    readable_upload,
     report,
     user_errors,
 )
@@ -362,18 +362,16 @@ def create_demo(
                         getattr(engine.settings, "max_image_pixels", 25_000_000),
                     )
                 else:
-                    source = readable_upload(
-                        gr.Image(
-                            label="Input image",
-                            # The file itself: the core checks its size from the header before
-                            # decoding, and converts 16-bit depth maps, CMYK and transparency
-                            # properly, where gradio's RGB conversion would clip them.
-                            type="filepath",
-                            image_mode=None,
-                            format="png",  # control maps go back in here: webp would shift colours
-                            sources=["upload", "clipboard", "webcam"],
-                            height=360,
-                        )
+                    source = gr.Image(
+                        label="Input image",
+                        # The file itself: the core checks its size from the header before
+                        # decoding, and converts 16-bit depth maps, CMYK and transparency
+                        # properly, where gradio's RGB conversion would clip them.
+                        type="filepath",
+                        image_mode=None,
+                        format="png",  # control maps go back in here: webp would shift colours
+                        sources=["upload", "clipboard", "webcam"],
+                        height=360,
                     )
                 prompt = gr.Textbox(
                     label="Prompt",
@@ -738,6 +736,7 @@ def create_demo(
         )
         if examples and modality.input_kind != INPUT_CANVAS:
             gr.Examples(examples=[list(e) for e in examples], inputs=[source, prompt])
+    guard_inputs(demo)
     return demo
 
 

@@ -35,7 +35,7 @@ from demos.builder import (
     sampling_controls,
     tab_container,
 )
-from demos.hosting import light_work, readable_upload, report, user_errors
+from demos.hosting import guard_inputs, light_work, report, user_errors
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
@@ -106,16 +106,14 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     label = "required" if index == 0 else "optional: used when it has an image"
                     gr.Markdown(f"**ControlNet {index + 1}** ({label})")
                     modality = gr.Dropdown(label="Modality", choices=choices, value=modality_id)
-                    image = readable_upload(
-                        gr.Image(
-                            label="Image or control map",
-                            # The file: the core checks its size before decoding, and converts
-                            # 16-bit, CMYK and transparency itself.
-                            type="filepath",
-                            image_mode=None,
-                            format="png",
-                            height=220,
-                        )
+                    image = gr.Image(
+                        label="Image or control map",
+                        # The file: the core checks its size before decoding, and converts
+                        # 16-bit, CMYK and transparency itself.
+                        type="filepath",
+                        image_mode=None,
+                        format="png",
+                        height=220,
                     )
                     preprocessor = gr.Dropdown(
                         label="Preprocessor",
@@ -384,6 +382,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
             api_name="combine_load_recipe",
             **light_work(engine.settings),
         )
+    guard_inputs(demo)
     return demo
 
 

@@ -133,7 +133,7 @@ def limit_canvas_input(editor: gr.ImageEditor, max_pixels: int) -> gr.ImageEdito
                         with Image.open(path) as image:
                             check_pixels(image.size, max_pixels)
                     except ValueError as error:
-                        raise gr.Error(page_text(f"Canvas: {error}")) from None
+                        raise gr.Error(str(error)) from None  # escaped by guard_inputs
                     except (OSError, SyntaxError, Image.DecompressionBombError):
                         raise gr.Error("The canvas could not be read; draw again.") from None
         return preprocess(payload)
@@ -142,25 +142,45 @@ def limit_canvas_input(editor: gr.ImageEditor, max_pixels: int) -> gr.ImageEdito
     return editor
 
 
-def readable_upload(image: gr.Image) -> gr.Image:
-    """An image input whose unreadable uploads give a clear message instead of gradio's own error,
-    which names the server's file path. (gradio opens the file, header only, before our handler.)"""
-    preprocess = image.preprocess
+def guard_inputs(container: gr.blocks.BlockContext) -> None:
+    """Make gradio's own input checks speak like ours: escaped text that names the input.
 
+    Before a handler runs, gradio converts each input (opens an uploaded image's header, checks a
+    dropdown's value against its choices). Its messages echo the request's value unescaped, and
+    other failures carry the server's file paths; each input's conversion is wrapped here.
+    """
+    for block in _descendants(container):
+        if isinstance(block, gr.components.Component) and not getattr(block, "_guarded", False):
+            images = isinstance(block, (gr.Image, gr.ImageEditor))
+            unreadable = (
+                "this is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF…)"
+                if images
+                else "this value could not be read; set it again"
+            )
+            label = block.label or type(block).__name__
+            block.preprocess = _guarded(block.preprocess, label, unreadable)
+            block._guarded = True
+
+
+def _descendants(container: Any):
+    for child in getattr(container, "children", []):
+        yield child
+        yield from _descendants(child)
+
+
+def _guarded(preprocess: Callable, label: str, unreadable: str) -> Callable:
     @functools.wraps(preprocess)
     def checked(payload):
         try:
             return preprocess(payload)
-        except gr.Error:
-            raise
+        except gr.Error as error:
+            message = page_text(f"{label}: {error.message}")
         except Exception:
-            raise gr.Error(
-                "The upload is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF…).",
-                print_exception=False,
-            ) from None
+            log.info("input %r could not be read", label, exc_info=True)
+            message = page_text(f"{label}: {unreadable}.")
+        raise gr.Error(message, print_exception=False)
 
-    image.preprocess = checked
-    return image
+    return checked
 
 
 def output_folder() -> Path:

@@ -85,6 +85,43 @@ def test_a_huge_recipe_is_refused_with_a_short_message(tiny_engine, tmp_path):
     assert "20000" in str(caught.value) and len(str(caught.value)) < 200
 
 
+@pytest.fixture(scope="module")
+def served_canny(tmp_path_factory):
+    demo = build_app(Engine(Settings(backend="tiny")), ["canny"], combine=False)
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    folder = tmp_path_factory.mktemp("files")
+    Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(folder / "gray.png")
+    (folder / "notes.png").write_text("not an image")
+    yield Client(f"http://127.0.0.1:{port}", verbose=False), folder
+    demo.close()
+
+
+def _canny_error(client, image, **overrides) -> str:
+    args = endpoint_args(
+        client, "/canny", handle_file(str(image)), steps=2, resolution=64, **overrides
+    )
+    with pytest.raises(Exception) as caught:
+        client.predict(*args, api_name="/canny")
+    return str(caught.value)
+
+
+def test_gradio_input_checks_are_escaped_and_name_the_input(served_canny):
+    client, folder = served_canny
+    message = _canny_error(
+        client, folder / "gray.png", scheduler='<a href="https://x.invalid">Session expired</a>'
+    )
+    assert message.startswith("Sampler: ") and "<a" not in message and "&lt;a href=" in message
+
+
+def test_an_unreadable_upload_names_no_server_path(served_canny):
+    client, folder = served_canny
+    message = _canny_error(client, folder / "notes.png")
+    assert message == (
+        "Input image: this is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF…)."
+    )
+
+
 # --- bounded inputs ---------------------------------------------------------------------------
 
 
