@@ -18,8 +18,9 @@ import gradio as gr
 
 from controlnet_core.engine import Engine
 from controlnet_core.modalities import MODALITIES
-from controlnet_core.settings import Settings, settings_from_cli
+from controlnet_core.settings import Settings
 from demos.builder import create_demo as build_tab
+from demos.launch import launch_options, start_engine
 
 TITLE = "ControlNet demo suite"
 
@@ -94,22 +95,15 @@ def build_app(
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> None:
+    """Serve the app. Settings come from `argv` and the environment unless given; a bad one (out of
+    range, a busy port, a missing MCP extra) stops the app with a one-line error naming its flag
+    or variable, before gradio starts."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = settings or settings_from_cli(argv)
-        engine = Engine(settings)
-    except ValueError as error:  # a bad setting: say which, without a traceback
-        raise SystemExit(f"app.py: error: {error}") from None
+    engine = start_engine(argv, settings)
+    settings = engine.settings
     demo = build_app(engine)
     demo.queue(max_size=settings.queue_size).launch(
-        server_name=settings.host,
-        server_port=settings.port,
-        share=settings.share,
-        # Our handlers turn every error into a specific gr.Error; this makes gradio's own input
-        # checks (an unreadable upload, a missing slider value) name the input too.
-        show_error=True,
-        css=CSS,
-        theme=gr.themes.Soft(),
+        **launch_options(settings), css=CSS, theme=gr.themes.Soft()
     )
 
 
