@@ -20,7 +20,7 @@ from controlnet_core.engine import Engine
 from controlnet_core.modalities import MODALITIES
 from controlnet_core.settings import Settings
 from demos.builder import create_demo as build_tab
-from demos.launch import launch_options, start_engine
+from demos.launch import serve, start_engine
 
 TITLE = "ControlNet demo suite"
 
@@ -101,10 +101,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     engine = start_engine(argv, settings)
     settings = engine.settings
-    demo = build_app(engine)
-    demo.queue(max_size=settings.queue_size).launch(
-        **launch_options(settings), css=CSS, theme=gr.themes.Soft()
-    )
+    serve(lambda: build_app(engine), settings, css=CSS, theme=gr.themes.Soft())
 
 
 if __name__ == "__main__":

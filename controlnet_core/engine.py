@@ -226,8 +226,8 @@ class Engine:
         """
         return open_image(
             source,
-            getattr(self.settings, "max_image_pixels", 25_000_000),
-            getattr(self.settings, "max_upload_mb", 20) * 2**20,
+            self.settings.max_image_pixels,
+            self.settings.max_upload_bytes,
         )
 
     # --- validation -----------------------------------------------------------------------------

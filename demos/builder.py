@@ -359,7 +359,7 @@ def create_demo(
                             brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),
                             height=420,
                         ),
-                        getattr(engine.settings, "max_image_pixels", 25_000_000),
+                        engine.settings.max_image_pixels,
                     )
                 else:
                     source = gr.Image(

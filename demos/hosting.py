@@ -108,7 +108,7 @@ def light_work(settings: Any) -> dict[str, Any]:
     Generations have their own group ("generate") of one."""
     return {
         "concurrency_id": "light",
-        "concurrency_limit": getattr(settings, "preview_concurrency", 2),
+        "concurrency_limit": settings.preview_concurrency,
     }
 
 

@@ -1,9 +1,10 @@
 """Start-up shared by app.py and the single tabs (`python -m demos.canny`): the settings, checked
-before anything heavy starts, and the options every launch passes to gradio."""
+before anything heavy starts, the folder the server writes to, and the options of every launch."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ import gradio as gr
 
 from controlnet_core.engine import Engine
 from controlnet_core.settings import Settings, check_can_start, settings_from_cli
+from controlnet_core.storage import ServerFolder
 
 
 def start_engine(
@@ -38,14 +40,43 @@ def launch_options(settings: Settings) -> dict[str, Any]:
         "share": settings.share,
         "max_file_size": settings.max_upload_bytes,
         "mcp_server": settings.mcp,
-        # Our handlers turn every error into a specific gr.Error; this makes gradio's own input
-        # checks (an unreadable upload, a missing slider value) name the input too.
-        "show_error": True,
+        # Our handlers and guarded inputs (demos.hosting) turn every error into an escaped gr.Error,
+        # which gradio always shows. Anything else gradio raises (a file path a client may not
+        # use) shows as a plain "Error": its text names the server's folders.
+        "show_error": False,
     }
+
+
+def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: Any) -> None:
+    """Build the app and serve it until Ctrl+C or SIGTERM, every file it writes in one folder.
+
+    gradio's cache (uploads, outputs) goes to `<GRADIO_TEMP_DIR or /tmp>/controlnet-demo-<pid>`,
+    swept of files older than `cache_max_age` every `cache_sweep_interval` seconds, and removed when
+    the server stops.
+    """
+    folder = ServerFolder(os.environ.get("GRADIO_TEMP_DIR"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder.path)  # read by each component as it is built
+    demo = build()
+    # gradio forgets the files it tracks on the same schedule; the sweeper also takes the rest.
+    demo.delete_cache = (settings.cache_sweep_interval, settings.cache_max_age)
+    folder.start_sweeper(settings.cache_sweep_interval, settings.cache_max_age)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        demo.queue(max_size=settings.queue_size).launch(**launch_options(settings), **launch_extra)
+    except KeyboardInterrupt:  # a second Ctrl+C while gradio was closing
+        pass
+    finally:
+        folder.close()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM (how a container is stopped) ends the server as Ctrl+C does, once: gradio closes
+    and the folder is removed, and a repeated signal does not interrupt that."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def launch_single(create_demo: Callable[[Engine], gr.Blocks]) -> None:
     engine = start_engine(prog=os.path.basename(sys.argv[0]))
     settings = engine.settings
-    demo = create_demo(engine)
-    demo.queue(max_size=settings.queue_size).launch(**launch_options(settings))
+    serve(lambda: create_demo(engine), settings)

@@ -93,7 +93,7 @@ def add_painting(tab: TabInputs) -> None:
                 sources=(),
                 height=420,
             ),
-            getattr(tab.settings, "max_image_pixels", 25_000_000),
+            tab.settings.max_image_pixels,
         )
         use = gr.Button("Use painting as map")
     background.change(solid_canvas, inputs=background, outputs=canvas, api_visibility="private")

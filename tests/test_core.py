@@ -201,7 +201,8 @@ def test_invalid_arguments_name_the_argument_and_range(
     ("image", "message"),
     [
         (None, "image is required"),
-        ("not an image", "image must be a PIL image or a numpy array"),
+        ("not an image", "image file could not be read"),  # text is taken for a path
+        (b"not an image", "image must be a PIL image or a numpy array"),
         (np.zeros((4, 4, 3), np.uint8), "image is too small"),
         (np.zeros((64, 64, 5), np.uint8), "image must be HxW, HxWx3 or HxWx4"),
     ],

@@ -383,3 +383,37 @@ def test_gpu_duration_follows_the_work(monkeypatch):
     with pytest.raises(gr.Error):  # no image: refused, after the duration was asked for
         generate.fn(*values.values())
     assert held["seconds"] == builder.gpu_seconds(30, 2, 768)
+
+
+def test_the_server_removes_its_folder_when_stopped(tmp_path):
+    """`python app.py` writes only into <GRADIO_TEMP_DIR>/controlnet-demo-<pid>, gone after SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--backend", "tiny", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                time.sleep(0.25)
+        folder = tmp_path / f"{PREFIX}{server.pid}"
+        assert folder.is_dir() and any(folder.rglob("*.png"))  # the examples, cached
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert "Traceback" not in server.stderr.read()
+        assert not folder.exists()
+    finally:
+        server.kill()

@@ -363,16 +363,19 @@ def test_settings_from_env_and_cli():
     env = {
         "CONTROLNET_BACKEND": "tiny",
         "CONTROLNET_PORT": "9000",
-        "CONTROLNET_MAX_RESOLUTION": "100000",
+        "CONTROLNET_MAX_RESOLUTION": "1024",
         "CONTROLNET_MAX_IMAGES": "3",
         "CONTROLNET_SAFETY_CHECKER": "false",
     }
     settings = settings_from_env(env)
     assert settings.backend == "tiny" and settings.port == 9000
-    assert settings.max_resolution == 1024  # capped at the hard maximum
+    assert settings.max_resolution == 1024
     assert settings.max_images == 3 and settings.safety_checker is False
-    cli = settings_from_cli(["--port", "9100", "--backend", "real", "--max-images", "99"], env)
+    cli = settings_from_cli(["--port", "9100", "--backend", "real", "--max-images", "8"], env)
     assert cli.port == 9100 and cli.backend == "real" and cli.max_images == 8
+    # Past a hard maximum is an error naming the range (tests/test_settings.py has the rest).
+    with pytest.raises(ValueError, match="from 1 to 8"):
+        settings_from_cli(["--max-images", "99"], env)
     with pytest.raises(ValueError, match="CONTROLNET_PORT"):
         settings_from_env({"CONTROLNET_PORT": "eighty"})
     with pytest.raises(ValueError, match="backend must be one of"):
