@@ -229,6 +229,13 @@ def upscale_for_display(image: Image.Image) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
+def endpoint(fn: Callable, name: str, description: str) -> dict[str, Any]:
+    """Event options that publish `fn` as API endpoint `/name`, and as the MCP tool `name` (gradio
+    names tools after the function) with `description`, when the app runs with --mcp."""
+    fn.__name__ = name
+    return {"api_name": name, "api_description": description}
+
+
 def name_parameters(fn: Callable, names: Sequence[str]) -> None:
     """Give a `*values` handler named parameters, so its API endpoint documents real names."""
     import inspect
@@ -692,15 +699,44 @@ def create_demo(
         outputs = [gallery, recipe, seed, comparison]
         # Progress and errors show on the gallery only: not as "Error" pills over the seed box.
         common = {"outputs": outputs, "concurrency_id": "generate", "show_progress_on": [gallery]}
-        generate.click(run_generate, inputs=generate_inputs, api_name=modality.id, **common)
+        label = modality.label
+        made = (
+            "Returns the control map(s), then the images as PNG files that carry their recipe, "
+            "the recipe as JSON and the seed used."
+        )
+        generate.click(
+            run_generate,
+            inputs=generate_inputs,
+            **endpoint(
+                run_generate,
+                modality.id,
+                f"Generate images with Stable Diffusion steered by the {label} ControlNet. `image` "
+                f"is a photo (the preprocessor makes the {label} control map from it) or a "
+                f"ready map (preprocessor 'none'). {made}",
+            ),
+            **common,
+        )
         prompt.submit(run_generate, inputs=generate_inputs, api_visibility="private", **common)
         compare.click(
-            run_compare, inputs=generate_inputs, api_name=f"{modality.id}_compare", **common
+            run_compare,
+            inputs=generate_inputs,
+            **endpoint(
+                run_compare,
+                f"{modality.id}_compare",
+                f"Plain Stable Diffusion and the {label} ControlNet for the same seed and "
+                f"settings, side by side, to show what the control changes. {made}",
+            ),
+            **common,
         )
         sweep.click(
             run_sweep,
             inputs=[*generate_inputs, sweep_kind, sweep_values],
-            api_name=f"{modality.id}_sweep",
+            **endpoint(
+                run_sweep,
+                f"{modality.id}_sweep",
+                f"One seed rendered at several values of the {label} ControlNet's strength, start "
+                f"or end (`sweep_parameter`; `sweep_values` comma-separated). {made}",
+            ),
             **common,
         )
         sweep_kind.change(
@@ -717,7 +753,12 @@ def create_demo(
             run_load_recipe,
             inputs=recipe_file,
             outputs=recipe_targets,
-            api_name=f"{modality.id}_load_recipe",
+            **endpoint(
+                run_load_recipe,
+                f"{modality.id}_load_recipe",
+                "The settings stored in a PNG made by this app (or its JSON recipe), to refill "
+                "the tab.",
+            ),
             **light_work(engine.settings),
         )
         name_parameters(
@@ -729,7 +770,12 @@ def create_demo(
             run_preview,
             inputs=[source, preprocessor, detect_resolution, resolution, *param_components],
             outputs=gallery,
-            api_name=f"{modality.id}_map",
+            **endpoint(
+                run_preview,
+                f"{modality.id}_map",
+                f"Only the {label} control map the preprocessor makes from `image` (fast; no "
+                "generation).",
+            ),
             **light_work(engine.settings),
         ).then(  # the gallery now shows another image: an older comparison must not stay below it
             lambda: gr.update(visible=False), outputs=comparison, api_visibility="private"

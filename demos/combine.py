@@ -27,6 +27,7 @@ from controlnet_core.recipes import read_recipe
 from controlnet_core.sampling import CONTROL_MODES
 from demos.builder import (
     choose_seed,
+    endpoint,
     gallery_items,
     gpu_seconds,
     name_parameters,
@@ -369,17 +370,37 @@ def create_demo(engine: Engine) -> gr.Blocks:
         outputs = [gallery, recipe, seed, slider]
         common = {"outputs": outputs, "concurrency_id": "generate", "show_progress_on": [gallery]}
         generate.click(
-            run_generate, inputs=[*unit_inputs, *common_inputs], api_name="combine", **common
+            run_generate,
+            inputs=[*unit_inputs, *common_inputs],
+            **endpoint(
+                run_generate,
+                "combine",
+                "Generate with up to three ControlNets at once (multi-ControlNet), each with its "
+                "own image, modality, strength and start/end; unit 1 is required.",
+            ),
+            **common,
         )
         compare.click(
-            run_compare, inputs=[*unit_inputs, *common_inputs], api_name="combine_compare", **common
+            run_compare,
+            inputs=[*unit_inputs, *common_inputs],
+            **endpoint(
+                run_compare,
+                "combine_compare",
+                "Plain Stable Diffusion and the combined ControlNets for the same seed, side by side.",
+            ),
+            **common,
         )
         recipe_targets = [*unit_inputs, *common_inputs]
         recipe_file.upload(
             run_load_recipe,
             inputs=recipe_file,
             outputs=recipe_targets,
-            api_name="combine_load_recipe",
+            **endpoint(
+                run_load_recipe,
+                "combine_load_recipe",
+                "The settings stored in a PNG made by this app (or its JSON recipe), to refill "
+                "the Combine tab.",
+            ),
             **light_work(engine.settings),
         )
     guard_inputs(demo)

@@ -54,7 +54,8 @@ def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: An
     swept of files older than `cache_max_age` every `cache_sweep_interval` seconds, and removed when
     the server stops.
     """
-    folder = ServerFolder(os.environ.get("GRADIO_TEMP_DIR"))
+    chosen = os.environ.get("GRADIO_TEMP_DIR")
+    folder = ServerFolder(chosen)
     os.environ["GRADIO_TEMP_DIR"] = str(folder.path)  # read by each component as it is built
     demo = build()
     # gradio forgets the files it tracks on the same schedule; the sweeper also takes the rest.
@@ -67,6 +68,10 @@ def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: An
         pass
     finally:
         folder.close()
+        if chosen is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = chosen
 
 
 def _stop(signum: int, frame: Any) -> None:

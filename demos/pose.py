@@ -12,7 +12,7 @@ import gradio as gr
 from controlnet_core.engine import Engine
 from controlnet_core.preprocessors.pose import POSE_PRESETS, render_pose_preset
 from controlnet_core.settings import parse_flag
-from demos.builder import TabInputs
+from demos.builder import TabInputs, endpoint
 from demos.builder import create_demo as build_tab
 from demos.examples import pose_preset_image, skimage_sample
 from demos.extras import add_examples
@@ -46,7 +46,11 @@ def add_presets(tab: TabInputs) -> None:
         preset_map,
         inputs=[preset, mirror, scale, shift_x, shift_y],
         outputs=[tab.source, tab.preprocessor],
-        api_name="pose_preset",
+        **endpoint(
+            preset_map,
+            "pose_preset",
+            "A ready OpenPose skeleton (standing, t-pose, sitting…) to use as the Pose control map.",
+        ),
         **light_work(tab.settings),
     )
     add_examples(
