@@ -32,6 +32,13 @@ class ServerFolder:
         self.path.mkdir(exist_ok=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._kept: set[Path] = set()
+
+    def keep_present(self) -> int:
+        """Exempt the files there now from sweeping (what the app wrote while it was built, such as
+        its cached example images, which every later visitor needs); returns how many."""
+        self._kept = {Path(root) / name for root, _, files in os.walk(self.path) for name in files}
+        return len(self._kept)
 
     def sweep(self, max_age: float, now: float | None = None) -> int:
         """Delete files older than `max_age` seconds (by modification time) and empty folders.
@@ -43,6 +50,8 @@ class ServerFolder:
         for root, folders, files in os.walk(self.path, topdown=False):
             for name in files:
                 path = Path(root) / name
+                if path in self._kept:
+                    continue
                 try:
                     if now - path.lstat().st_mtime > max_age:
                         path.unlink()

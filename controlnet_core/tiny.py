@@ -8,7 +8,9 @@ always gives the same weights and images. The ControlNets get non-zero output co
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 import zlib
 from functools import lru_cache
@@ -76,7 +78,9 @@ def write_byte_level_tokenizer(folder: Path, words: tuple[str, ...] = ()) -> Pat
 
 @lru_cache(maxsize=1)
 def _tokenizer_folder() -> Path:
-    return write_byte_level_tokenizer(Path(tempfile.mkdtemp(prefix="controlnet-tiny-tokenizer-")))
+    folder = Path(tempfile.mkdtemp(prefix="controlnet-tiny-tokenizer-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return write_byte_level_tokenizer(folder)
 
 
 def tiny_tokenizer():

@@ -6,6 +6,8 @@ knows) are drawn here, once per process, into a temporary folder.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from functools import cache, lru_cache
 from pathlib import Path
@@ -25,7 +27,9 @@ def skimage_sample(name: str) -> str:
 
 @lru_cache(maxsize=1)
 def _drawings_folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix="controlnet-examples-"))
+    folder = Path(tempfile.mkdtemp(prefix="controlnet-examples-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 @cache

@@ -58,6 +58,7 @@ def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: An
     folder = ServerFolder(chosen)
     os.environ["GRADIO_TEMP_DIR"] = str(folder.path)  # read by each component as it is built
     demo = build()
+    folder.keep_present()  # the examples cached while building: every visitor needs them
     # gradio forgets the files it tracks on the same schedule; the sweeper also takes the rest.
     demo.delete_cache = (settings.cache_sweep_interval, settings.cache_max_age)
     folder.start_sweeper(settings.cache_sweep_interval, settings.cache_max_age)

@@ -294,15 +294,20 @@ def test_a_closed_browser_tab_stops_its_job(slow_server):
 
 def test_server_folder_sweeps_old_files_and_goes_at_close(tmp_path):
     folder = ServerFolder(tmp_path)
+    example = folder.path / "c0ffee" / "example.png"  # cached while the app was built
+    example.parent.mkdir()
+    example.write_bytes(b"x")
+    assert folder.keep_present() == 1
     old = folder.path / "outputs" / "a" / "old.png"
     new = folder.path / "outputs" / "b" / "new.png"
     for path in (old, new):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
     past = time.time() - 7200
-    os.utime(old, (past, past))
+    for path in (old, example):
+        os.utime(path, (past, past))
     assert folder.sweep(max_age=3600) == 1
-    assert not old.exists() and not old.parent.exists() and new.exists()
+    assert not old.exists() and not old.parent.exists() and new.exists() and example.exists()
     folder.close()
     assert not folder.path.exists()
 
