@@ -41,7 +41,7 @@ class ServerFolder:
         return len(self._kept)
 
     def sweep(self, max_age: float, now: float | None = None) -> int:
-        """Delete files older than `max_age` seconds (by modification time) and empty folders.
+        """Delete files older than `max_age` seconds (by modification time), and empty folders as old.
 
         Returns the number of files deleted. Files that vanish meanwhile are skipped.
         """
@@ -59,8 +59,11 @@ class ServerFolder:
                 except FileNotFoundError:
                     continue
             for name in folders:
+                folder = Path(root) / name
                 try:
-                    (Path(root) / name).rmdir()  # only succeeds when empty
+                    # Old and empty only: a folder just made is about to receive its file.
+                    if now - folder.stat().st_mtime > max_age:
+                        folder.rmdir()  # fails unless empty
                 except OSError:
                     continue
         return deleted

@@ -306,8 +306,13 @@ def test_server_folder_sweeps_old_files_and_goes_at_close(tmp_path):
     past = time.time() - 7200
     for path in (old, example):
         os.utime(path, (past, past))
+    os.utime(old.parent, (past, past))
+    fresh = folder.path / "outputs" / "just-made"  # a result's folder before its files are written
+    fresh.mkdir()
     assert folder.sweep(max_age=3600) == 1
-    assert not old.exists() and not old.parent.exists() and new.exists() and example.exists()
+    assert not old.exists() and new.exists() and example.exists() and fresh.exists()
+    assert folder.sweep(max_age=3600, now=time.time() + 7200) == 1  # `new`, an age later
+    assert not old.parent.exists() and not fresh.exists() and example.exists()
     folder.close()
     assert not folder.path.exists()
 
