@@ -302,7 +302,8 @@ class Engine:
         detect_resolution: int = 512,
         resolution: int | None = None,
     ) -> np.ndarray:
-        """The control map for `image` at the generation size for `resolution` (cached).
+        """The control map for `image` (a file path, PIL image or array; see `open_image`) at the
+        generation size for `resolution` (cached).
 
         `resolution` defaults to 512, or the largest allowed when that is smaller. With preprocessor
         "none" the upload is the map itself: transparent pixels keep the colour stored under them

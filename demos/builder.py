@@ -150,19 +150,30 @@ def tab_container():
 MAX_GPU_SECONDS = 120
 
 
-def on_gpu(fn: Callable | None = None, *, seconds: Callable[..., float] | None = None) -> Callable:
+def on_gpu(
+    field_names: Callable[[], Sequence[str]], variants: int = 1
+) -> Callable[[Callable], Callable]:
     """Hold a GPU for the call on Hugging Face ZeroGPU Spaces; `spaces.GPU` is a no-op elsewhere.
 
-    `seconds`, called with the handler's arguments, says how long to hold it: ZeroGPU queues short
-    requests ahead of long ones and stops a call that runs past its duration.
+    The duration asked for comes from the call's own `steps`, `num_images` and `resolution`
+    (found by the handler's parameter names, `field_names()`) times `variants` images per seed:
+    ZeroGPU queues short requests ahead of long ones and stops a call that runs past its duration.
     """
-    if fn is None:
-        return lambda inner: on_gpu(inner, seconds=seconds)
-    try:
-        import spaces
-    except ImportError:
-        return fn
-    return spaces.GPU(fn, duration=seconds) if seconds else spaces.GPU(fn)
+
+    def seconds(*values: Any, **_: Any) -> int:
+        named = dict(zip(field_names(), values, strict=False))
+        return gpu_seconds(
+            named.get("steps"), named.get("num_images"), named.get("resolution"), variants
+        )
+
+    def wrap(fn: Callable) -> Callable:
+        try:
+            import spaces
+        except ImportError:
+            return fn
+        return spaces.GPU(fn, duration=seconds)
+
+    return wrap
 
 
 def gpu_seconds(steps: Any, images: Any, resolution: Any, variants: int = 1) -> int:
@@ -555,17 +566,8 @@ def create_demo(
             )
             return array, request
 
-        def gpu_time(variants: int) -> Callable[..., int]:
-            def seconds(*values, **_) -> int:
-                named = dict(zip(api_fields, values, strict=False))
-                return gpu_seconds(
-                    named.get("steps"), named.get("num_images"), named.get("resolution"), variants
-                )
-
-            return seconds
-
         @user_errors
-        @on_gpu(seconds=gpu_time(1))
+        @on_gpu(lambda: list(api_fields))
         def run_generate(*values, progress=gr.Progress()):
             array, request = build_request(values)
             result = engine.generate(request, array, progress=report(progress))
@@ -577,7 +579,7 @@ def create_demo(
             )
 
         @user_errors
-        @on_gpu(seconds=gpu_time(2))
+        @on_gpu(lambda: list(api_fields), variants=2)
         def run_compare(*values, progress=gr.Progress()):
             array, request = build_request(values)
             result = engine.compare(request, array, progress=report(progress))
@@ -591,7 +593,7 @@ def create_demo(
             )
 
         @user_errors
-        @on_gpu(seconds=gpu_time(MAX_SWEEP_VALUES))
+        @on_gpu(lambda: list(api_fields), variants=MAX_SWEEP_VALUES)
         def run_sweep(*values, progress=gr.Progress()):
             *values, kind, text = values
             array, request = build_request(values)

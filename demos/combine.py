@@ -29,7 +29,6 @@ from demos.builder import (
     choose_seed,
     endpoint,
     gallery_items,
-    gpu_seconds,
     name_parameters,
     on_gpu,
     recipe_loaded_message,
@@ -270,15 +269,8 @@ def create_demo(engine: Engine) -> gr.Blocks:
             except ValueError as error:
                 raise ValueError(unit_message(str(error), unit_numbers)) from error
 
-        def gpu_time(variants: int) -> Callable[..., int]:
-            def seconds(*values, **_) -> int:
-                named = dict(zip(names, values, strict=False))
-                return gpu_seconds(named.get("steps"), 1, named.get("resolution"), variants * UNITS)
-
-            return seconds
-
         @user_errors
-        @on_gpu(seconds=gpu_time(1))
+        @on_gpu(lambda: names, variants=UNITS)  # up to a ControlNet per unit
         def run_generate(*values, progress=gr.Progress()):
             result = run(engine.generate, list(values), progress)
             return (
@@ -289,7 +281,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
             )
 
         @user_errors
-        @on_gpu(seconds=gpu_time(2))
+        @on_gpu(lambda: names, variants=2 * UNITS)
         def run_compare(*values, progress=gr.Progress()):
             result = run(engine.compare, list(values), progress)
             items = gallery_items(result)

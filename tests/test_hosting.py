@@ -75,7 +75,7 @@ def test_unexpected_errors_name_their_type_only():
     assert caught.value.message == "Generation failed: RuntimeError"
 
 
-def test_a_huge_recipe_is_refused_with_a_short_message(tiny_engine, tmp_path):
+def test_a_huge_recipe_is_refused_with_a_short_message():
     from controlnet_core.engine import request_from_recipe
 
     recipe = {"format": "controlnet-demo-recipe/1", "modality": "canny"}
