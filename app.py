@@ -16,18 +16,11 @@ from collections.abc import Callable, Sequence
 
 import gradio as gr
 
-from controlnet_core.engine import Engine
-from controlnet_core.modalities import MODALITIES
-from controlnet_core.settings import Settings
+from controlnet_core import MODALITIES, Engine, Settings
 from demos.builder import create_demo as build_tab
 from demos.launch import serve, start_engine
 
 TITLE = "ControlNet demo suite"
-
-CSS = """
-.backend-note { font-size: 0.9em; opacity: 0.85; }
-footer { display: none !important; }
-"""
 
 
 COMBINE_POSITION = 3  # after Canny, Scribble and Sketch
@@ -82,7 +75,8 @@ def build_app(
         # Combine goes right after the first few tabs: at the end, a dozen tabs push it into
         # the overflow menu ("⋯") on a laptop screen, where nobody finds it.
         position = min(COMBINE_POSITION, len(modality_ids)) if combine else -1
-        with gr.Tabs():
+        # On a phone the tab names wrap onto a few rows instead of hiding in an overflow menu.
+        with gr.Tabs(overflow_behavior="wrap"):
             for index, modality_id in enumerate(modality_ids):
                 if index == position:
                     combine_tab(engine)
@@ -101,7 +95,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     engine = start_engine(argv, settings)
     settings = engine.settings
-    serve(lambda: build_app(engine), settings, css=CSS, theme=gr.themes.Soft())
+    serve(lambda: build_app(engine), settings)
 
 
 if __name__ == "__main__":

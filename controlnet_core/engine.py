@@ -7,18 +7,18 @@ All arguments are validated up front with ValueErrors that name the argument and
 
 from __future__ import annotations
 
-import math
+import functools
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from controlnet_core.errors import shown
+from controlnet_core.errors import FieldError
 from controlnet_core.images import (
     fit_image,
     image_sha1,
@@ -26,22 +26,36 @@ from controlnet_core.images import (
     target_size,
     to_rgb_array,
 )
-from controlnet_core.modalities import MODALITIES, Modality, get_modality
-from controlnet_core.preprocessors import (
-    MAX_DETECT_RESOLUTION,
-    MIN_DETECT_RESOLUTION,
-    apply_preprocessor,
-    get_preprocessor,
+from controlnet_core.modalities import Modality, get_modality
+from controlnet_core.preprocessors import apply_preprocessor, get_preprocessor
+from controlnet_core.recipes import build_recipe, sweep_record
+from controlnet_core.request import (
+    CONTROL_FIELDS,
+    CONTROL_MODES,
+    MAX_GUIDANCE_SCALE,
+    MAX_SEED,
+    SWEEP_FIELDS,
+    GenerationRequest,
+    check_choice,
+    check_detect_resolution,
+    check_flag,
+    check_number,
+    check_preprocessor,
+    check_resolution,
+    check_sweep,
+    check_text,
+    control_labels,
+    image_seed,
+    validate_control,
+    validate_extra_controls,
 )
-from controlnet_core.recipes import RECIPE_FORMAT, library_versions
-from controlnet_core.settings import Settings, parse_flag
-
-MAX_SEED = 2**32 - 1
-MAX_PROMPT_CHARS = 2000
-MAX_GUIDANCE_SCALE = 30.0
-MAX_CONDITIONING_SCALE = 2.0
+from controlnet_core.settings import SCHEDULER_NAMES, Settings
 
 ProgressCallback = Callable[[float, str], None]
+
+# A backend's own ceiling on the generation size: the toy model was trained at 64 px, and a large
+# request on it only costs every other user minutes for a blurry image.
+BACKEND_MAX_RESOLUTION = {"toy": 128}
 
 
 class GenerationCancelled(Exception):
@@ -50,53 +64,6 @@ class GenerationCancelled(Exception):
     The engine calls its progress callback before each control map, each model load and after every
     denoising step, so the work stops within one step and its memory is released as it unwinds.
     """
-
-
-@dataclass(frozen=True)
-class ControlSpec:
-    """An additional ControlNet of a multi-ControlNet request, with its own strength and window."""
-
-    modality: str
-    preprocessor: str | None = None
-    preprocessor_params: Mapping[str, Any] = field(default_factory=dict)
-    detect_resolution: int = 512
-    conditioning_scale: float = 1.0
-    guidance_start: float = 0.0
-    guidance_end: float = 1.0
-
-
-_CONTROL_FIELDS = tuple(f.name for f in fields(ControlSpec))
-MAX_EXTRA_CONTROLS = 3
-SWEEP_KINDS = ("strength", "start", "end")
-MAX_SWEEP_VALUES = 8
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """Every setting of one generation. See `Engine.validate` for the allowed ranges.
-
-    `extra_controls` adds more ControlNets (multi-ControlNet); their images are passed to
-    `Engine.generate` alongside the main control image.
-    """
-
-    modality: str
-    prompt: str = ""
-    negative_prompt: str = ""
-    preprocessor: str | None = None
-    preprocessor_params: Mapping[str, Any] = field(default_factory=dict)
-    detect_resolution: int = 512
-    conditioning_scale: float = 1.0
-    guidance_start: float = 0.0
-    guidance_end: float = 1.0
-    guess_mode: bool = False
-    steps: int = 20
-    guidance_scale: float = 7.5
-    seed: int = 0
-    num_images: int = 1
-    resolution: int = 512
-    scheduler: str = "UniPC"
-    control_mode: str = "balanced"
-    extra_controls: tuple[ControlSpec, ...] = ()
 
 
 @dataclass
@@ -112,64 +79,6 @@ class GenerationResult:
     labels: list[str] = field(default_factory=list)
     extra_maps: list[Image.Image] = field(default_factory=list)
     map_labels: list[str] = field(default_factory=list)  # the modality of each control map
-
-
-def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else f"{number:g}"
-
-
-def _number(name: str, value: Any, low: float, high: float, integer: bool = False) -> float | int:
-    lo, hi = _fmt(low), _fmt(high)
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name} must be a number between {lo} and {hi}; got {shown(value)}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a number between {lo} and {hi}; got {shown(value)}"
-        ) from None
-    if not math.isfinite(number) or not low <= number <= high:
-        raise ValueError(f"{name} must be between {lo} and {hi}; got {shown(value)}")
-    if integer:
-        if number != int(number):
-            raise ValueError(
-                f"{name} must be a whole number between {lo} and {hi}; got {shown(value)}"
-            )
-        return int(number)
-    return number
-
-
-def image_seed(seed: int, index: int) -> int:
-    """The seed of image `index` of a batch that starts at `seed`, wrapping past MAX_SEED to 0."""
-    return (int(seed) + index) % (MAX_SEED + 1)
-
-
-BACKEND_NOTES = {
-    "real": "Stable Diffusion 1.5 + ControlNet 1.1 weights.",
-    "toy": "Toy model: shapes only, trained in this repo (64×64, upscaled for display). "
-    "Try prompts like “a red star and a blue circle on a white background”.",
-    "tiny": "Tiny random weights: the real code path for tests; the images are noise.",
-}
-
-TOY_PROMPT = "a red star and a blue circle on a white background"
-
-
-@dataclass(frozen=True)
-class UIDefaults:
-    """Starting values of the UI controls for a backend."""
-
-    resolution: int
-    steps: int
-    guidance_scale: float
-    prompt: str | None  # None: use the modality's own example prompt
-
-
-_UI_DEFAULTS = {
-    "real": UIDefaults(resolution=512, steps=20, guidance_scale=7.5, prompt=None),
-    # The toy model's best trade-off between colours and edges (its model card: CFG 3).
-    "toy": UIDefaults(resolution=64, steps=20, guidance_scale=3.0, prompt=TOY_PROMPT),
-    "tiny": UIDefaults(resolution=64, steps=8, guidance_scale=7.5, prompt=None),
-}
 
 
 class Engine:
@@ -195,28 +104,30 @@ class Engine:
     def backend(self) -> str:
         return self.manager.backend
 
-    def backend_note(self, modality_id: str | None = None) -> str:
-        """What the backend is, for the UI; for the toy model also whether it covers the tab."""
-        note = BACKEND_NOTES.get(self.backend, "")
-        if self.backend == "real":
-            return f"{note} Running on {self.manager.device.type}, {self.manager.dtype_name}."
-        if self.backend == "toy" and modality_id is not None:
-            from controlnet_core.toy import toy_controlnet_folder
+    @functools.cached_property
+    def hub_online(self) -> bool:
+        """Whether hub weights can be downloaded (asked once: a probe takes up to 3 s offline)."""
+        from controlnet_core.models import hub_answers
 
-            modality = get_modality(modality_id)
-            if toy_controlnet_folder(modality.controlnet_key) is None:
-                return (
-                    f"Toy model (shapes only, trained in this repo): it has no {modality.label} "
-                    f"ControlNet. This tab needs the real weights ({modality.controlnet_id}): "
-                    "hub access or --controlnet-dir. Preview map works offline."
-                )
-        return note
+        return hub_answers()
 
-    def ui_defaults(self) -> UIDefaults:
-        defaults = _UI_DEFAULTS.get(self.backend, _UI_DEFAULTS["real"])
-        resolution = min(defaults.resolution, self.settings.max_resolution)
-        steps = min(defaults.steps, self.settings.max_steps)
-        return UIDefaults(resolution, steps, defaults.guidance_scale, defaults.prompt)
+    def device_summary(self) -> str:
+        """The device and dtype the real backend runs on, e.g. "cpu, bfloat16"."""
+        return f"{self.manager.device.type}, {self.manager.dtype_name}"
+
+    def has_controlnet(self, modality_id: str) -> bool:
+        """Whether this backend ships the modality's ControlNet (the toy model has a few only);
+        the real backend loads any from the hub or --controlnet-dir."""
+        if self.backend != "toy":
+            return True
+        from controlnet_core.toy import toy_controlnet_folder
+
+        return toy_controlnet_folder(get_modality(modality_id).controlnet_key) is not None
+
+    def resolution_range(self) -> tuple[int, int]:
+        """The smallest and largest generation size (short side) this backend and server allow."""
+        high = min(self.settings.max_resolution, BACKEND_MAX_RESOLUTION.get(self.backend, 10**9))
+        return 64, max(64, high)
 
     def open_image(self, source: object) -> Any:
         """`source` (a file path, PIL image or array) checked against the upload limits.
@@ -233,63 +144,29 @@ class Engine:
     # --- validation -----------------------------------------------------------------------------
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
-        """`request` with numbers normalised; ValueError naming the argument and its range otherwise."""
-        from controlnet_core.models import SCHEDULERS
-        from controlnet_core.sampling import CONTROL_MODES
-
+        """`request` with numbers normalised; a `FieldError` naming the field and its range otherwise."""
         s = self.settings
-        main = _validate_control(_main_spec(request), prefix="")
-        extra = tuple(request.extra_controls or ())
-        if len(extra) > MAX_EXTRA_CONTROLS:
-            raise ValueError(
-                f"extra_controls must hold at most {MAX_EXTRA_CONTROLS} ControlNets; got {len(extra)}"
-            )
-        extra = tuple(
-            _validate_control(spec, prefix=f"extra_controls[{index}].")
-            for index, spec in enumerate(extra)
-        )
-        for name in ("prompt", "negative_prompt"):
-            text = getattr(request, name)
-            if not isinstance(text, str):
-                raise ValueError(f"{name} must be text; got {type(text).__name__}")
-            if len(text) > MAX_PROMPT_CHARS:
-                raise ValueError(
-                    f"{name} must be at most {MAX_PROMPT_CHARS} characters; got {len(text)}"
-                )
-        resolution = self._resolution(request.resolution)
-        if request.scheduler not in SCHEDULERS:
-            raise ValueError(
-                f"scheduler must be one of {list(SCHEDULERS)}; got {shown(request.scheduler)}"
-            )
-        if request.control_mode not in CONTROL_MODES:
-            raise ValueError(
-                f"control_mode must be one of {list(CONTROL_MODES)}; got {shown(request.control_mode)}"
-            )
+        main = validate_control(request.main_control())
+        extra = validate_extra_controls(request.extra_controls)
         return replace(
             request,
-            # The main ControlNet's fields have the same names in both dataclasses.
-            **{name: getattr(main, name) for name in _CONTROL_FIELDS},
-            guess_mode=parse_flag("guess_mode", request.guess_mode),
-            steps=_number("steps", request.steps, 1, s.max_steps, integer=True),
-            guidance_scale=_number(
+            **{name: getattr(main, name) for name in CONTROL_FIELDS},
+            prompt=check_text("prompt", request.prompt),
+            negative_prompt=check_text("negative_prompt", request.negative_prompt),
+            guess_mode=check_flag("guess_mode", request.guess_mode),
+            steps=check_number("steps", request.steps, 1, s.max_steps, integer=True),
+            guidance_scale=check_number(
                 "guidance_scale", request.guidance_scale, 0.0, MAX_GUIDANCE_SCALE
             ),
-            seed=_number("seed", request.seed, 0, MAX_SEED, integer=True),
-            num_images=_number("num_images", request.num_images, 1, s.max_images, integer=True),
-            resolution=resolution,
-            scheduler=request.scheduler,
-            control_mode=request.control_mode,
+            seed=check_number("seed", request.seed, 0, MAX_SEED, integer=True),
+            num_images=check_number(
+                "num_images", request.num_images, 1, s.max_images, integer=True
+            ),
+            resolution=check_resolution(request.resolution, *reversed(self.resolution_range())),
+            scheduler=check_choice("scheduler", request.scheduler, SCHEDULER_NAMES),
+            control_mode=check_choice("control_mode", request.control_mode, CONTROL_MODES),
             extra_controls=extra,
         )
-
-    def _resolution(self, value: Any) -> int:
-        high = self.settings.max_resolution
-        resolution = _number("resolution", value, 64, high, integer=True)
-        if resolution % 64:
-            raise ValueError(
-                f"resolution must be a multiple of 64 between 64 and {high}; got {resolution}"
-            )
-        return resolution
 
     # --- control maps ---------------------------------------------------------------------------
 
@@ -309,25 +186,20 @@ class Engine:
         "none" the upload is the map itself: transparent pixels keep the colour stored under them
         (usually a map's black background), where a detector's input is laid over white.
         """
+        low, high = self.resolution_range()
         if resolution is None:
-            resolution = min(512, self.settings.max_resolution)
+            resolution = min(512, high)
         modality = get_modality(modality_id)
-        preprocessor = preprocessor or modality.default_preprocessor
-        if preprocessor not in modality.preprocessors:
-            raise ValueError(
-                f"preprocessor must be one of {list(modality.preprocessors)} for "
-                f"{modality.label}; got {shown(preprocessor)}"
-            )
+        preprocessor = check_preprocessor(modality.id, preprocessor)
         values = get_preprocessor(preprocessor).validate_params(params)
-        detect_resolution = _number(
-            "detect_resolution",
-            detect_resolution,
-            MIN_DETECT_RESOLUTION,
-            MAX_DETECT_RESOLUTION,
-            integer=True,
-        )
-        resolution = self._resolution(resolution)
-        array = to_rgb_array(self.open_image(image), over_white=preprocessor != "none")
+        detect_resolution = check_detect_resolution(detect_resolution)
+        resolution = check_resolution(resolution, high, low)
+        try:
+            array = to_rgb_array(self.open_image(image), over_white=preprocessor != "none")
+        except FieldError:
+            raise
+        except ValueError as error:  # the upload itself: not a file of ours, truncated, …
+            raise FieldError(("image",), str(error), name="") from None
         size = target_size(array.shape[1], array.shape[0], resolution)
         key = (
             image_sha1(array),
@@ -384,11 +256,11 @@ class Engine:
 
         images[0] is plain SD (every ControlNet skipped), images[1] the controlled image.
         """
-        from controlnet_core.sampling import UnitSettings, Variant
+        from controlnet_core.sampling import Variant
 
         prepared = self._prepare(request, control_image, extra_images, progress)
         seed = prepared.request.seed
-        off = tuple(UnitSettings(0.0, u.start, u.end) for u in prepared.unit_settings)
+        off = tuple(replace(u, conditioning_scale=0.0) for u in prepared.unit_settings)
         variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
         names = " + ".join(control_labels(prepared.request))
         labels = ["plain SD (no ControlNet)", f"ControlNet ({names})"]
@@ -404,38 +276,18 @@ class Engine:
         extra_images: Sequence[object] = (),
     ) -> GenerationResult:
         """The same seed rendered once per value of the main ControlNet's strength, start or end."""
-        from controlnet_core.sampling import UnitSettings, Variant
+        from controlnet_core.sampling import Variant
 
-        if kind not in SWEEP_KINDS:
-            raise ValueError(f"sweep kind must be one of {list(SWEEP_KINDS)}; got {shown(kind)}")
-        values = list(values)
-        if not 1 <= len(values) <= MAX_SWEEP_VALUES:
-            raise ValueError(f"a sweep takes 1 to {MAX_SWEEP_VALUES} values; got {len(values)}")
-        prepared = self._prepare(request, control_image, extra_images, progress)
+        checked = self.validate(request)
+        values = check_sweep(kind, values, checked.main_control())
+        prepared = self._prepare(checked, control_image, extra_images, progress)
         main, *rest = prepared.unit_settings
-        variants, labels = [], []
-        for value in values:
-            if kind == "strength":
-                value = _number("sweep strength", value, 0.0, MAX_CONDITIONING_SCALE)
-                unit = UnitSettings(value, main.start, main.end)
-            elif kind == "start":
-                value = _number("sweep start", value, 0.0, 1.0)
-                if value >= main.end:
-                    raise ValueError(
-                        f"sweep start {value:g} must be less than the end ({main.end:g})"
-                    )
-                unit = UnitSettings(main.scale, value, main.end)
-            else:
-                value = _number("sweep end", value, 0.0, 1.0)
-                if value <= main.start:
-                    raise ValueError(f"sweep end {value:g} must exceed the start ({main.start:g})")
-                unit = UnitSettings(main.scale, main.start, value)
-            variants.append(Variant(prepared.request.seed, (unit, *rest)))
-            labels.append(f"{kind} {value:g}")
-        extra = {
-            "kind": "sweep",
-            "sweep": {"parameter": kind, "values": [float(v) for v in values]},
-        }
+        variants = [
+            Variant(prepared.request.seed, (replace(main, **{SWEEP_FIELDS[kind]: v}), *rest))
+            for v in values
+        ]
+        labels = [f"{kind} {value:g}" for value in values]
+        extra = sweep_record(kind, values)
         return self._run(prepared, variants, labels, extra, progress)
 
     # --- internals ------------------------------------------------------------------------------
@@ -446,9 +298,10 @@ class Engine:
         started = time.perf_counter()
         request = self.validate(request)
         if len(extra_images) != len(request.extra_controls):
-            raise ValueError(
-                f"extra_images must hold one image per extra control "
-                f"({len(request.extra_controls)}); got {len(extra_images)}"
+            raise FieldError(
+                ("extra_images",),
+                f"must hold one image per extra control ({len(request.extra_controls)}); "
+                f"got {len(extra_images)}",
             )
         modality = get_modality(request.modality)
 
@@ -480,12 +333,14 @@ class Engine:
                     spec.detect_resolution,
                     request.resolution,
                 )
-            except ValueError as error:
-                raise ValueError(f"extra_images[{index}]: {error}") from None
+            except FieldError as error:
+                if error.path == ("image",):
+                    raise error.within("extra_images", index) from None
+                raise error.within("extra_controls", index) from None
             resample = Image.NEAREST if get_modality(spec.modality).label_map else Image.LANCZOS
             maps.append(fit_image(np.asarray(extra_map), (width, height), resample))
 
-        specs = [_main_spec(request), *request.extra_controls]
+        specs = request.controls()
         modalities = [get_modality(spec.modality) for spec in specs]
         keys = [m.controlnet_key for m in modalities]
         loaded = [self.manager.controlnet(m, status, keep=keys) for m in modalities]
@@ -526,11 +381,14 @@ class Engine:
             on_step=on_step,
         )
         images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
-        recipe = self.recipe(
-            request, prepared.modality, prepared.loaded, prepared.width, prepared.height
+        recipe = build_recipe(
+            request,
+            self.model_facts(prepared.loaded),
+            prepared.width,
+            prepared.height,
+            seeds=[v.seed for v in variants],
         )
         recipe.update(recipe_extra)
-        recipe["seeds"] = [v.seed for v in variants]
         return GenerationResult(
             images=images,
             arrays=arrays,
@@ -543,37 +401,15 @@ class Engine:
             map_labels=control_labels(request),
         )
 
-    def recipe(
-        self,
-        request: GenerationRequest,
-        modality: Modality,
-        loaded: Sequence[Any],
-        width: int,
-        height: int,
-    ) -> dict[str, Any]:
-        """Every setting of `request` plus model ids, backend, device and library versions."""
-        settings = asdict(request)
-        settings["preprocessor_params"] = dict(request.preprocessor_params)
-        settings["extra_controls"] = [
-            {**asdict(spec), "preprocessor_params": dict(spec.preprocessor_params)}
-            for spec in request.extra_controls
-        ]
-        for spec, controlnet in zip(settings["extra_controls"], loaded[1:], strict=True):
-            spec["controlnet_model"] = controlnet.model_id
+    def model_facts(self, loaded: Sequence[Any]) -> dict[str, Any]:
+        """What a recipe records of the models: backend, ids, device, dtype, safety checker."""
         return {
-            "format": RECIPE_FORMAT,
-            **settings,
-            "modality_label": modality.label,
-            "width": width,
-            "height": height,
-            "seeds": [image_seed(request.seed, i) for i in range(request.num_images)],
             "backend": self.manager.backend,
             "base_model": self.manager.base_model_id,
-            "controlnet_model": loaded[0].model_id,
+            "controlnet_models": [controlnet.model_id for controlnet in loaded],
             "device": str(self.manager.device),
             "dtype": self.manager.dtype_name,
             "safety_checker": getattr(self.manager.base(), "safety_checker", None) is not None,
-            "versions": library_versions(),
         }
 
 
@@ -588,102 +424,3 @@ class _Prepared:
     width: int
     height: int
     started: float
-
-
-def control_labels(request: GenerationRequest) -> list[str]:
-    """The modality label of each ControlNet of `request`, the main one first."""
-    modalities = [request.modality, *(spec.modality for spec in request.extra_controls)]
-    return [get_modality(m).label for m in modalities]
-
-
-def _main_spec(request: GenerationRequest) -> ControlSpec:
-    return ControlSpec(**{name: getattr(request, name) for name in _CONTROL_FIELDS})
-
-
-def _validate_control(spec: ControlSpec, prefix: str) -> ControlSpec:
-    """`spec` normalised (preprocessor defaulted, params filled); ValueError naming the field."""
-    try:
-        modality = get_modality(spec.modality)
-    except ValueError as error:
-        raise ValueError(f"{prefix}{error}") from None
-    preprocessor = spec.preprocessor or modality.default_preprocessor
-    if preprocessor not in modality.preprocessors:
-        raise ValueError(
-            f"{prefix}preprocessor must be one of {list(modality.preprocessors)} for "
-            f"{modality.label}; got {shown(preprocessor)}"
-        )
-    try:
-        params = get_preprocessor(preprocessor).validate_params(spec.preprocessor_params)
-    except ValueError as error:
-        raise ValueError(f"{prefix}{error}" if prefix else str(error)) from None
-    start = _number(f"{prefix}guidance_start", spec.guidance_start, 0.0, 1.0)
-    end = _number(f"{prefix}guidance_end", spec.guidance_end, 0.0, 1.0)
-    if start >= end:
-        raise ValueError(
-            f"{prefix}guidance_start ({start:g}) must be less than {prefix}guidance_end ({end:g})"
-        )
-    return ControlSpec(
-        modality=modality.id,
-        preprocessor=preprocessor,
-        preprocessor_params=params,
-        detect_resolution=_number(
-            f"{prefix}detect_resolution",
-            spec.detect_resolution,
-            MIN_DETECT_RESOLUTION,
-            MAX_DETECT_RESOLUTION,
-            integer=True,
-        ),
-        conditioning_scale=_number(
-            f"{prefix}conditioning_scale", spec.conditioning_scale, 0.0, MAX_CONDITIONING_SCALE
-        ),
-        guidance_start=start,
-        guidance_end=end,
-    )
-
-
-_REQUEST_FIELDS = tuple(f.name for f in fields(GenerationRequest))
-
-
-def request_from_recipe(recipe: Mapping[str, Any]) -> GenerationRequest:
-    """The `GenerationRequest` that a recipe records (see `controlnet_core.recipes.read_recipe`).
-
-    Only the shape is checked here (known modality, a mapping of parameters, a list of controls);
-    `Engine.validate` checks the values.
-    """
-    modality = recipe.get("modality")
-    if modality is None:
-        raise ValueError("the recipe names no modality")
-    _recipe_modality(modality, "modality")
-    values = {name: recipe[name] for name in _REQUEST_FIELDS if name in recipe}
-    extra = recipe.get("extra_controls", [])
-    if extra is None:
-        extra = []
-    if not isinstance(extra, list):
-        raise ValueError(
-            f"recipe field extra_controls must be a list of controls; got {type(extra).__name__}"
-        )
-    if len(extra) > MAX_EXTRA_CONTROLS:
-        raise ValueError(
-            f"recipe field extra_controls holds {len(extra)} controls; at most "
-            f"{MAX_EXTRA_CONTROLS} can be combined"
-        )
-    specs = []
-    for index, spec in enumerate(extra):
-        where = f"extra_controls[{index}]"
-        if not isinstance(spec, Mapping):
-            raise ValueError(
-                f"recipe field {where} must be an object with a modality; got {type(spec).__name__}"
-            )
-        if "modality" not in spec:
-            raise ValueError(f"recipe field {where}.modality is missing")
-        _recipe_modality(spec["modality"], f"{where}.modality")
-        specs.append(ControlSpec(**{name: spec[name] for name in _CONTROL_FIELDS if name in spec}))
-    values["extra_controls"] = tuple(specs)
-    return GenerationRequest(**values)
-
-
-def _recipe_modality(value: Any, where: str) -> None:
-    if not isinstance(value, str) or value not in MODALITIES:
-        raise ValueError(
-            f"recipe field {where} must be one of {list(MODALITIES)}; got {shown(value)}"
-        )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from controlnet_core.errors import shown
+from controlnet_core.errors import FieldError, shown
 
 SIZE_MULTIPLE = 64
 MAX_ASPECT_RATIO = 2.0
@@ -22,8 +22,11 @@ MAX_ASPECT_RATIO = 2.0
 _EXIF_ORIENTATION = 0x0112
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(FieldError):
     """An image over the server's limits (file size or pixel count), refused before decoding."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(("image",), problem, name="")
 
 
 def open_image(source: object, max_pixels: int, max_bytes: int | None = None) -> Image.Image:

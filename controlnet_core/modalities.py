@@ -2,13 +2,13 @@
 
 A modality names its SD1.5 ControlNet 1.1 weights, the preprocessors that turn an upload into a control
 map (ids into `controlnet_core.preprocessors.PREPROCESSORS`, the first is the default), what the tab's
-input is (an uploaded image or a drawing canvas) and its UI defaults. Adding a modality means adding one
+input is (an uploaded image or a drawing canvas), its example prompt and default strength. Adding a modality means adding one
 entry here (plus, at most, a small tab module in `demos/` for controls no other tab has).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from controlnet_core.errors import shown
@@ -36,7 +36,6 @@ class Modality:
     input_kind: str = INPUT_IMAGE
     default_prompt: str = ""
     default_conditioning_scale: float = 1.0
-    examples: tuple[tuple[str, str], ...] = field(default=())
     label_map: bool = False
 
     def __post_init__(self) -> None:

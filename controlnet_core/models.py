@@ -1,9 +1,9 @@
 """Model loading and caching: one base pipeline, ControlNets loaded lazily into a bounded LRU cache.
 
 `ModelManager` is the only shared model state. It is safe under concurrency: loads happen under locks
-(each model is loaded once even when many requests ask at the same time), and every request gets its own
-pipeline view (`StableDiffusionControlNetPipeline.from_pipe`) over the shared weights with its own
-scheduler instance, so two requests on two modalities never see each other's ControlNet or sampler
+(each model is loaded once even when many requests ask at the same time). Requests never mutate it:
+`sampling.sample` takes the ControlNets of a request as arguments and makes its own scheduler instance
+(`make_scheduler`), so two requests on two modalities never see each other's ControlNet or sampler
 state. Nothing is loaded at construction: the first request pays for loading.
 """
 
@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,52 +459,6 @@ class ModelManager:
                     return path
         return None
 
-    # --- per-request pipelines -------------------------------------------------------------------
-
-    def pipeline(
-        self,
-        controlnets: Sequence[LoadedControlNet],
-        scheduler: str,
-        status: StatusCallback | None = None,
-    ):
-        """A fresh `StableDiffusionControlNetPipeline` view for one request.
-
-        It shares every weight with the base pipeline (no copy) but owns its scheduler, and its
-        ControlNet (or MultiControlNetModel for several) is fixed for its lifetime.
-        """
-        from diffusers import MultiControlNetModel, StableDiffusionControlNetPipeline
-
-        base = self.base(status)
-        if not controlnets:
-            raise ValueError("controlnets must name at least one ControlNet")
-        models = [c.model for c in controlnets]
-        controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
-        with _quiet_diffusers():
-            pipe = StableDiffusionControlNetPipeline.from_pipe(
-                base,
-                controlnet=controlnet,
-                vae=base.vae,  # passed explicitly: from_pipe drops a VAE of another class (TAESD)
-                scheduler=make_scheduler(scheduler, base.scheduler.config),
-                dtype=self.dtype,
-            )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
-    def plain_pipeline(self, scheduler: str, status: StatusCallback | None = None):
-        """A fresh plain `StableDiffusionPipeline` view (no ControlNet) over the shared weights."""
-        from diffusers import StableDiffusionPipeline
-
-        base = self.base(status)
-        with _quiet_diffusers():
-            pipe = StableDiffusionPipeline.from_pipe(
-                base,
-                vae=base.vae,
-                scheduler=make_scheduler(scheduler, base.scheduler.config),
-                dtype=self.dtype,
-            )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
 
 def _say(status: StatusCallback | None, message: str) -> None:
     log.info(message)
@@ -556,6 +510,11 @@ def resolve_backend(settings: Settings, probe_timeout: float = 3.0) -> str:
     if _hub_offline():
         return "toy"
     return "real" if _hub_reachable(probe_timeout) else "toy"
+
+
+def hub_answers(timeout: float = 3.0) -> bool:
+    """Whether hub weights can be downloaded now: the hub is not switched off and it answers."""
+    return not _hub_offline() and _hub_reachable(timeout)
 
 
 def _hub_reachable(timeout: float) -> bool:

@@ -25,12 +25,8 @@ import torch
 from PIL import Image
 
 from controlnet_core.errors import shown
+from controlnet_core.request import CONTROL_MODES
 
-CONTROL_MODES = {
-    "balanced": "Balanced",
-    "prompt": "My prompt is more important",
-    "controlnet": "ControlNet is more important",
-}
 SOFT_WEIGHT_BASE = 0.825
 
 StepCallback = Callable[[int, int], None]
@@ -40,9 +36,9 @@ StepCallback = Callable[[int, int], None]
 class UnitSettings:
     """How strongly, and during which fraction of the steps, one ControlNet acts."""
 
-    scale: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
+    conditioning_scale: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -246,7 +242,8 @@ def _control_residuals(
     mid_sum: torch.Tensor | None = None
     for k, (unit, image) in enumerate(zip(units, control_images, strict=True)):
         scales = [
-            v.units[k].scale * control_keep(index, total, v.units[k].start, v.units[k].end)
+            v.units[k].conditioning_scale
+            * control_keep(index, total, v.units[k].guidance_start, v.units[k].guidance_end)
             for v in variants
         ]
         active = [b for b, s in enumerate(scales) if s != 0.0]

@@ -1,17 +1,16 @@
 """The one tab builder every modality uses.
 
-`create_demo(modality_id, engine)` builds a tab from the modality's registry entry: the input (upload or
-drawing canvas), the preprocessor choice with its parameters (rendered from their `ParamSpec`s), the
-control sliders, the advanced settings and a gallery that shows the control map first. It wires two
-named API endpoints: `/<modality id>` (generate) and `/<modality id>_map` (preview the control map only).
-Tab modules add only what is special to them through `extra_inputs`.
+`create_demo(modality_id, engine)` builds a tab from the modality's registry entry in three steps:
+`tab_form` declares its fields (see `demos.form`), `layout_tab` places their components and returns
+them as a `TabView`, and `wire_tab` attaches the handlers. It publishes five named API endpoints:
+`/<id>` (generate), `/<id>_compare`, `/<id>_sweep`, `/<id>_map` (the control map only) and
+`/<id>_load_recipe`. Tab modules add only what is special to them through `extra_inputs`.
 """
 
 from __future__ import annotations
 
-import logging
+import inspect
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,28 +19,36 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from controlnet_core.engine import (
-    MAX_CONDITIONING_SCALE,
-    MAX_SEED,
+from controlnet_core import (
+    INPUT_CANVAS,
+    MAX_DETECT_RESOLUTION,
     MAX_SWEEP_VALUES,
+    MIN_DETECT_RESOLUTION,
     Engine,
     GenerationRequest,
     GenerationResult,
+    Modality,
+    Settings,
     control_labels,
-    request_from_recipe,
-)
-from controlnet_core.errors import shown
-from controlnet_core.modalities import INPUT_CANVAS, Modality, get_modality
-from controlnet_core.models import SCHEDULERS
-from controlnet_core.preprocessors import (
-    MAX_DETECT_RESOLUTION,
-    MIN_DETECT_RESOLUTION,
-    ParamSpec,
+    get_modality,
     get_preprocessor,
+    preprocessor_runs_here,
+    read_recipe,
+    recipe_for_image,
+    request_from_recipe,
+    save_png,
+    shown,
 )
-from controlnet_core.recipes import read_recipe, recipe_for_image, save_png
-from controlnet_core.sampling import CONTROL_MODES
-from controlnet_core.settings import Settings, parse_flag
+from demos.form import (
+    FormField,
+    by_name,
+    mode_fields,
+    param_field,
+    request_values,
+    sampling_fields,
+    text_fields,
+    window_fields,
+)
 from demos.hosting import (
     guard_inputs,
     light_work,
@@ -50,90 +57,456 @@ from demos.hosting import (
     report,
     user_errors,
 )
-
-log = logging.getLogger(__name__)
+from demos.running import RunButtons, run_buttons
+from demos.texts import backend_note, can_generate
 
 DISPLAY_MIN_SIDE = 256
 CANVAS_SIZE = (512, 512)
+CONTROL_LABELS = ("Control strength (0 = plain SD)", "Control starts at", "Control ends at")
+IMAGE_LABEL = {True: "Drawing", False: "Input image"}
 
 
 @dataclass
-class TabInputs:
-    """What a tab module may need to reach: the input component and the generate inputs."""
+class TabView:
+    """The components of a tab, as its layout placed them; tab modules add to it."""
 
     modality: Modality
-    source: gr.components.Component
-    prompt: gr.Textbox
-    preprocessor: gr.Dropdown
-    gallery: gr.Gallery
     settings: Settings  # the server's limits, for the tab's own inputs and events
+    fields: dict[str, gr.components.Component]  # by API parameter name
+    buttons: RunButtons
+    preview: gr.Button
+    sweep_kind: gr.Dropdown
+    sweep_values: gr.Textbox
+    gallery: gr.Gallery
+    comparison: gr.ImageSlider
+    recipe_file: gr.File
+    recipe: gr.JSON
+    runs_here: Callable[[str], bool]  # whether a preprocessor can run on this server now
+
+    @property
+    def source(self) -> gr.components.Component:
+        return self.fields["image"]
+
+    @property
+    def prompt(self) -> gr.Textbox:
+        return self.fields["prompt"]
+
+    @property
+    def preprocessor(self) -> gr.Dropdown:
+        return self.fields["preprocessor"]
 
 
-@dataclass
-class SamplingControls:
-    """The sampling settings every tab shows (see `sampling_controls`)."""
-
-    steps: gr.Slider
-    guidance_scale: gr.Slider
-    seed: gr.Number
-    randomize_seed: gr.Checkbox
-    num_images: gr.Slider | None
-    resolution: gr.Slider
-    scheduler: gr.Dropdown
+# --- the form -------------------------------------------------------------------------------------
 
 
-def sampling_controls(engine: Engine, with_num_images: bool) -> SamplingControls:
-    """Steps, CFG, seed (+ randomize), number of images, resolution and sampler, in the context."""
-    defaults = engine.ui_defaults()
-    settings = engine.settings
-    steps = limited_slider("Steps", 1, settings.max_steps, 1, defaults.steps)
-    guidance_scale = gr.Slider(
-        label="Guidance scale (CFG)",
-        minimum=0.0,
-        maximum=30.0,
-        step=0.1,
-        value=defaults.guidance_scale,
+def starting_preprocessor(modality: Modality, engine: Engine) -> str:
+    """The first of the tab's preprocessors that can run here (its hub annotator when the weights
+    are cached or the hub answers, else the offline one; "None", the last, always runs)."""
+    for pid in modality.preprocessors:
+        if preprocessor_runs_here(pid, engine.hub_online):
+            return pid
+    return modality.default_preprocessor
+
+
+def tab_form(modality: Modality, engine: Engine) -> list[FormField]:
+    """The tab's fields, in the order of its API parameters."""
+    first = starting_preprocessor(modality, engine)
+    common = by_name(
+        [
+            *text_fields(engine, modality.default_prompt),
+            *window_fields(CONTROL_LABELS, modality.default_conditioning_scale),
+            *mode_fields(),
+            *sampling_fields(engine, with_num_images=True),
+        ]
     )
-    with gr.Row():
-        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
-        randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
-    num_images = None
-    if with_num_images:
-        num_images = limited_slider("Number of images", 1, settings.max_images, 1, 1)
-    resolution = limited_slider(
-        "Resolution (short side)", 64, settings.max_resolution, 64, defaults.resolution
+    params = [
+        param_field(pid, spec, visible=pid == first)
+        for pid in modality.preprocessors
+        for spec in get_preprocessor(pid).params
+    ]
+    canvas = modality.input_kind == INPUT_CANVAS
+    image = FormField("image", IMAGE_LABEL[canvas], lambda: _source(modality, engine))
+    preprocessor = FormField(
+        "preprocessor",
+        "Preprocessor",
+        lambda: gr.Dropdown(
+            label="Preprocessor",
+            choices=[(get_preprocessor(p).label, p) for p in modality.preprocessors],
+            value=first,
+        ),
+        target="preprocessor",
     )
-    scheduler = gr.Dropdown(
-        label="Sampler", choices=list(SCHEDULERS), value=_default_scheduler(settings)
+    detect = FormField(
+        "detect_resolution",
+        "Detect resolution",
+        lambda: gr.Slider(
+            label="Detect resolution (short side)",
+            minimum=MIN_DETECT_RESOLUTION,
+            maximum=min(1024, MAX_DETECT_RESOLUTION),
+            step=64,
+            value=512,
+            visible=get_preprocessor(first).uses_detect_resolution,
+        ),
+        target="detect_resolution",
     )
-    return SamplingControls(
-        steps, guidance_scale, seed, randomize_seed, num_images, resolution, scheduler
-    )
+    names = ["prompt", "negative_prompt"]
+    names += ["conditioning_scale", "guidance_start", "guidance_end", "guess_mode"]
+    names += ["steps", "guidance_scale", "seed", "randomize_seed", "num_images"]
+    names += ["resolution", "scheduler"]
+    return [
+        image,
+        *(common[n] for n in names[:2]),
+        preprocessor,
+        detect,
+        *(common[n] for n in names[2:]),
+        *params,
+        common["control_mode"],
+    ]
 
 
-def limited_slider(
-    label: str, minimum: float, maximum: float, step: float, value: float
-) -> gr.Slider | gr.Number:
-    """A slider from `minimum` to the server's limit; a fixed number when the limit allows one value.
-
-    A gradio slider needs minimum < maximum, and a server may well allow one image or 64 px only.
-    """
-    if maximum <= minimum:
-        return gr.Number(
-            label=label, value=minimum, interactive=False, info="fixed by this server's limits"
+def _source(modality: Modality, engine: Engine) -> gr.components.Component:
+    if modality.input_kind == INPUT_CANVAS:
+        return limit_canvas_input(
+            gr.Sketchpad(
+                label="Draw here (brush first)",
+                type="numpy",
+                canvas_size=CANVAS_SIZE,
+                brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),
+                height=420,
+            ),
+            engine.settings.max_image_pixels,
         )
-    return gr.Slider(
-        label=label, minimum=minimum, maximum=maximum, step=step, value=min(value, maximum)
+    return gr.Image(
+        label="Input image",
+        # The file itself: the core checks its size from the header before decoding, and converts
+        # 16-bit depth maps, CMYK and transparency properly, where gradio's RGB conversion would
+        # clip them.
+        type="filepath",
+        image_mode=None,
+        format="png",  # control maps go back in here: webp would shift colours
+        sources=["upload", "clipboard", "webcam"],
+        height=360,
     )
 
 
-def choose_seed(seed: Any, randomize: Any) -> Any:
-    """The seed to use: a fresh random one when asked, else the given one (the engine checks it)."""
-    if parse_flag("randomize_seed", randomize):
-        return random.randint(0, MAX_SEED)
-    if seed is None:
-        raise gr.Error(f"seed must be a whole number between 0 and {MAX_SEED}")
-    return seed
+def field_labels(form: Sequence[FormField], prefix: str = "") -> Callable[[tuple], str | None]:
+    """Request field paths → the page's labels, for error messages."""
+    labels: dict[tuple, str] = {}
+    for f in form:
+        if f.target:
+            labels[(f.target,)] = prefix + f.label
+        elif f.owner is not None:
+            labels.setdefault(("preprocessor_params", f.param), prefix + f.label)
+        elif f.name == "image":
+            labels[("image",)] = prefix + f.label
+    return lambda path: labels.get(tuple(path))
+
+
+# --- the layout -----------------------------------------------------------------------------------
+
+
+def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) -> TabView:
+    """Place the form's components, the buttons and the results area; nothing is wired here."""
+    made: dict[str, gr.components.Component] = {}
+
+    def place(*names: str) -> None:
+        for f in form:
+            if f.name in names or (f.owner is not None and "params" in names):
+                made[f.name] = f.make()
+
+    gr.Markdown(f"**{modality.label}** — {modality.description}")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            place("image", "prompt")
+            buttons = run_buttons(can_generate(engine, modality.id))
+            preview = buttons.preview
+            with gr.Row():
+                sweep_kind = gr.Dropdown(
+                    label="Sweep parameter",
+                    choices=[
+                        ("strength", "strength"),
+                        ("control start", "start"),
+                        ("control end", "end"),
+                    ],
+                    value="strength",
+                    scale=1,
+                )
+                sweep_values = gr.Textbox(
+                    label="Sweep values", value=DEFAULT_SWEEPS["strength"], scale=2
+                )
+            with gr.Accordion("Control", open=True):
+                place("preprocessor", "detect_resolution", "params")
+                place("conditioning_scale")
+                with gr.Row():
+                    place("guidance_start", "guidance_end")
+                place("guess_mode", "control_mode")
+            with gr.Accordion("Advanced", open=False):
+                place("negative_prompt", "steps", "guidance_scale")
+                with gr.Row():
+                    place("seed", "randomize_seed")
+                place("num_images", "resolution", "scheduler")
+        with gr.Column(scale=1, elem_classes=["cn-results-col"]):
+            note = backend_note(engine, modality.id)
+            if note:
+                gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
+            gallery, comparison = results_area("Control map, then results")
+            recipe_file, recipe = recipe_area(
+                "Load a recipe (a PNG made here, or its JSON) to refill this tab"
+            )
+    fields = {f.name: made[f.name] for f in form}  # API order
+    return TabView(
+        modality, engine.settings, fields, buttons, preview, sweep_kind, sweep_values,
+        gallery, comparison, recipe_file, recipe,
+        lambda pid: preprocessor_runs_here(pid, engine.hub_online),
+    )  # fmt: skip
+
+
+def results_area(label: str) -> tuple[gr.Gallery, gr.ImageSlider]:
+    """The comparison slider (shown after a Compare, where the eye is) above the gallery."""
+    comparison = gr.ImageSlider(
+        label="Plain SD ⟷ ControlNet (drag)",
+        format="png",
+        type="filepath",
+        visible=False,
+    )
+    gallery = gr.Gallery(
+        label=label,
+        format="png",
+        columns=3,
+        height="auto",  # with CSS (app.CSS) that lets tiles and captions take the room they need
+        object_fit="contain",
+        buttons=["download", "download_all", "fullscreen"],  # gradio's Share fails here
+        elem_classes=["cn-results"],
+    )
+    return gallery, comparison
+
+
+def recipe_area(label: str) -> tuple[gr.File, gr.JSON]:
+    with gr.Accordion("Recipe: every setting, model ids, versions", open=False):
+        recipe_file = gr.File(label=label, file_types=[".png", ".json"], type="filepath")
+        recipe = gr.JSON(label="Recipe of the last result")
+    return recipe_file, recipe
+
+
+# --- the handlers ---------------------------------------------------------------------------------
+
+
+def create_demo(
+    modality_id: str,
+    engine: Engine,
+    extra_inputs: Callable[[TabView], None] | None = None,
+    examples: Sequence[Sequence[Any]] | None = None,
+) -> gr.Blocks:
+    """The tab of one modality. `extra_inputs` may add tab-specific controls (e.g. pose presets)."""
+    modality = get_modality(modality_id)
+    form = tab_form(modality, engine)
+    with tab_container() as demo:
+        view = layout_tab(modality, engine, form)
+        if extra_inputs is not None:
+            extra_inputs(view)
+        wire_tab(view, form, engine)
+        if examples and modality.input_kind != INPUT_CANVAS:
+            gr.Examples(examples=[list(e) for e in examples], inputs=[view.source, view.prompt])
+    guard_inputs(demo)
+    return demo
+
+
+def wire_tab(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
+    """Attach the tab's handlers: generate, compare, sweep, preview, recipe load, parameter display."""
+    wire_runs(view, form, engine)
+    view.sweep_kind.change(
+        lambda kind: DEFAULT_SWEEPS[kind],
+        inputs=view.sweep_kind,
+        outputs=view.sweep_values,
+        api_visibility="private",
+    )
+    wire_preview(view, form, engine)
+    wire_recipe_load(view, form, engine)
+    wire_parameter_display(view, form)
+
+
+def run_descriptions(label: str) -> dict[str, str]:
+    """What the generate, compare and sweep endpoints do, for the API page and MCP tools."""
+    made = (
+        "Returns the control map(s), then the images as PNG files that carry their recipe, "
+        "the recipe as JSON and the seed used."
+    )
+    return {
+        "generate": f"Generate images with Stable Diffusion steered by the {label} ControlNet. "
+        f"`image` is a photo (the preprocessor makes the {label} control map from it) or a ready "
+        f"map (preprocessor 'none'). {made}",
+        "compare": f"Plain Stable Diffusion and the {label} ControlNet for the same seed and "
+        f"settings, side by side, to show what the control changes. {made}",
+        "sweep": f"One seed rendered at several values of the {label} ControlNet's strength, start "
+        f"or end (`sweep_parameter`; `sweep_values` comma-separated). {made}",
+    }
+
+
+def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
+    """`/<id>`, `/<id>_compare` and `/<id>_sweep` on their buttons."""
+    modality = view.modality
+    names = [f.name for f in form]
+    labels = field_labels(form)
+
+    def build(values: Sequence[Any]) -> tuple[Any, GenerationRequest]:
+        image, *rest = values
+        request = GenerationRequest(modality=modality.id, **request_values(form[1:], rest))
+        return read_source(modality, image), request
+
+    def show(result: GenerationResult, compare: bool = False) -> tuple:
+        items = gallery_items(result)
+        slider = gr.update(visible=False)
+        if compare:  # the same files as the gallery's two images
+            slider = gr.update(value=(items[-2][0], items[-1][0]), visible=True)
+        return items, result.recipe, result.recipe["seed"], slider
+
+    @user_errors(labels=labels)
+    @on_gpu(lambda: names)
+    def run_generate(*values, progress=gr.Progress()):
+        image, request = build(values)
+        return show(engine.generate(request, image, progress=report(progress)))
+
+    @user_errors(labels=labels)
+    @on_gpu(lambda: names, variants=2)
+    def run_compare(*values, progress=gr.Progress()):
+        image, request = build(values)
+        return show(engine.compare(request, image, progress=report(progress)), compare=True)
+
+    @user_errors(labels=labels)
+    @on_gpu(lambda: names, variants=MAX_SWEEP_VALUES)
+    def run_sweep(*values, progress=gr.Progress()):
+        *values, kind, text = values
+        image, request = build(values)
+        sweep_list = parse_sweep_values(text)
+        return show(engine.sweep(request, image, kind, sweep_list, progress=report(progress)))
+
+    name_parameters(run_generate, names)
+    name_parameters(run_compare, names)
+    name_parameters(run_sweep, [*names, "sweep_parameter", "sweep_values"])
+    inputs = list(view.fields.values())
+    about = run_descriptions(modality.label)
+    view.buttons.wire(
+        generate=(run_generate, inputs, endpoint(run_generate, modality.id, about["generate"])),
+        compare=(
+            run_compare,
+            inputs,
+            endpoint(run_compare, f"{modality.id}_compare", about["compare"]),
+        ),
+        sweep=(
+            run_sweep,
+            [*inputs, view.sweep_kind, view.sweep_values],
+            endpoint(run_sweep, f"{modality.id}_sweep", about["sweep"]),
+        ),
+        outputs=[view.gallery, view.recipe, view.fields["seed"], view.comparison],
+        results=view.gallery,
+    )
+
+
+def wire_preview(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
+    """`/<id>_map`: the control map alone, from the image, the preprocessor and its parameters."""
+    modality = view.modality
+    params = [f for f in form if f.owner is not None]
+    names = ["image", "preprocessor", "detect_resolution", "resolution"]
+
+    @user_errors(labels=field_labels(form))
+    def run_preview(image, chosen, detect_resolution, resolution, *param_values, progress=None):
+        values = {
+            f.param: value
+            for f, value in zip(params, param_values, strict=True)
+            if f.owner == chosen
+        }
+        control = engine.control_map(
+            modality.id,
+            read_source(modality, image),
+            chosen,
+            values,
+            detect_resolution,
+            resolution,
+        )
+        return [(upscale_for_display(Image.fromarray(control)), "Control map")]
+
+    name_parameters(run_preview, names + [f.name for f in params])
+    view.preview.click(
+        run_preview,
+        inputs=[view.fields[n] for n in names] + [view.fields[f.name] for f in params],
+        outputs=view.gallery,
+        **endpoint(
+            run_preview,
+            f"{modality.id}_map",
+            f"Only the {modality.label} control map the preprocessor makes from `image` (fast; "
+            "no generation).",
+        ),
+        **light_work(engine.settings),
+    ).then(  # the gallery now shows another image: an older comparison must not stay above it
+        lambda: gr.update(visible=False), outputs=view.comparison, api_visibility="private"
+    )
+
+
+def wire_recipe_load(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
+    """`/<id>_load_recipe`: refill every field a recipe holds (not the image)."""
+    targets = [f for f in form if f.refilled]
+
+    @user_errors
+    def run_load_recipe(path):
+        if not path:
+            return [gr.update() for _ in targets]
+        request = request_from_recipe(read_recipe(path))
+        check_recipe_tab(request, view.modality.id)
+        request = engine.validate(request)
+        gr.Info(recipe_loaded_message(request))
+        updates = []
+        for f in targets:
+            if f.owner is None:
+                updates.append(gr.update(value=f.recipe_value(request)))
+            elif f.owner == request.preprocessor and f.param in request.preprocessor_params:
+                updates.append(gr.update(value=f.recipe_value(request), visible=True))
+            else:
+                updates.append(gr.update(visible=f.owner == request.preprocessor))
+        return updates
+
+    view.recipe_file.upload(
+        run_load_recipe,
+        inputs=view.recipe_file,
+        outputs=[view.fields[f.name] for f in targets],
+        # A refused recipe says so once, by the file, not as an "Error" over every control.
+        show_progress_on=[view.recipe_file],
+        **endpoint(
+            run_load_recipe,
+            f"{view.modality.id}_load_recipe",
+            "The settings stored in a PNG made by this app (or its JSON recipe), to refill the tab.",
+        ),
+        **light_work(engine.settings),
+    )
+
+
+def wire_parameter_display(view: TabView, form: Sequence[FormField]) -> None:
+    """Show the chosen preprocessor's parameters (and detect resolution when it uses one)."""
+    owners = [f.owner for f in form if f.owner is not None]
+    outputs = [view.fields["detect_resolution"]]
+    outputs += [view.fields[f.name] for f in form if f.owner is not None]
+
+    def show_params(chosen: str):
+        updates = [gr.update(visible=get_preprocessor(chosen).uses_detect_resolution)]
+        updates += [gr.update(visible=owner == chosen) for owner in owners]
+        # One output (a modality whose preprocessors have no parameters) takes one update: a
+        # list would become the slider's value and break every button of the tab.
+        return updates[0] if len(updates) == 1 else updates
+
+    view.preprocessor.change(
+        show_params, inputs=view.preprocessor, outputs=outputs, api_visibility="private"
+    )
+
+
+# --- shared helpers -------------------------------------------------------------------------------
+
+
+def read_source(modality: Modality, value: Any) -> Any:
+    """The tab's input for the engine: a canvas drawing as an array, an upload as its file."""
+    if modality.input_kind == INPUT_CANVAS:
+        return canvas_to_image(value)
+    if value is None:
+        raise gr.Error("Upload an image first (or pick an example below).")
+    return value
 
 
 def tab_container():
@@ -249,8 +622,6 @@ def endpoint(fn: Callable, name: str, description: str) -> dict[str, Any]:
 
 def name_parameters(fn: Callable, names: Sequence[str]) -> None:
     """Give a `*values` handler named parameters, so its API endpoint documents real names."""
-    import inspect
-
     parameters = [
         inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names
     ]
@@ -302,491 +673,7 @@ def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:
         if index < len(result.nsfw) and result.nsfw[index]:
             caption += " (blocked by the safety checker)"
         recipe = recipe_for_image(result.recipe, index)
-        if result.recipe.get("kind") in ("compare", "sweep"):
-            recipe = _variant_recipe(result.recipe, index)
         path = folder / f"{index:02d}_seed{recipe['image_seed']}.png"
         save_png(upscale_for_display(image), recipe, path)
         items.append((str(path), caption))
     return items
-
-
-def _variant_recipe(recipe: dict[str, Any], index: int) -> dict[str, Any]:
-    """The plain recipe that reproduces image `index` of a comparison or sweep on its own."""
-    single = recipe_for_image(recipe, index)
-    single.update(kind="generate", seed=single["image_seed"], seeds=[single["image_seed"]])
-    single.update(num_images=1, image_index=0)
-    if recipe["kind"] == "compare" and index == 0:
-        single["conditioning_scale"] = 0.0
-        single["extra_controls"] = [
-            {**spec, "conditioning_scale": 0.0} for spec in recipe.get("extra_controls", [])
-        ]
-    elif recipe["kind"] == "sweep":
-        sweep = recipe["sweep"]
-        field_name = {
-            "strength": "conditioning_scale",
-            "start": "guidance_start",
-            "end": "guidance_end",
-        }[sweep["parameter"]]
-        single[field_name] = sweep["values"][index]
-    single.pop("sweep", None)
-    return single
-
-
-def _param_component(spec: ParamSpec, visible: bool) -> gr.components.Component:
-    common = {"label": spec.label, "info": spec.info or None, "visible": visible}
-    if spec.kind == "bool":
-        return gr.Checkbox(value=spec.default, **common)
-    if spec.kind == "choice":
-        return gr.Dropdown(choices=list(spec.choices), value=spec.default, **common)
-    return gr.Slider(
-        minimum=spec.minimum,
-        maximum=spec.maximum,
-        step=spec.step or (1 if spec.kind == "int" else 0.01),
-        value=spec.default,
-        **common,
-    )
-
-
-def _collect_params(modality: Modality) -> list[tuple[str, ParamSpec]]:
-    """(preprocessor id, param spec) for every parameter of the modality's preprocessors, in order."""
-    return [(pid, p) for pid in modality.preprocessors for p in get_preprocessor(pid).params]
-
-
-def create_demo(
-    modality_id: str,
-    engine: Engine,
-    extra_inputs: Callable[[TabInputs], None] | None = None,
-    examples: Sequence[Sequence[Any]] | None = None,
-) -> gr.Blocks:
-    """The tab of one modality. `extra_inputs` may add tab-specific controls (e.g. pose presets)."""
-    modality = get_modality(modality_id)
-    defaults = engine.ui_defaults()
-    param_specs = _collect_params(modality)
-    default_pre = modality.default_preprocessor
-
-    with tab_container() as demo:
-        gr.Markdown(f"**{modality.label}** — {modality.description}")
-        with gr.Row():
-            with gr.Column(scale=1):
-                if modality.input_kind == INPUT_CANVAS:
-                    source = limit_canvas_input(
-                        gr.Sketchpad(
-                            label="Draw here (brush first)",
-                            type="numpy",
-                            canvas_size=CANVAS_SIZE,
-                            brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),
-                            height=420,
-                        ),
-                        engine.settings.max_image_pixels,
-                    )
-                else:
-                    source = gr.Image(
-                        label="Input image",
-                        # The file itself: the core checks its size from the header before
-                        # decoding, and converts 16-bit depth maps, CMYK and transparency
-                        # properly, where gradio's RGB conversion would clip them.
-                        type="filepath",
-                        image_mode=None,
-                        format="png",  # control maps go back in here: webp would shift colours
-                        sources=["upload", "clipboard", "webcam"],
-                        height=360,
-                    )
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    value=defaults.prompt or modality.default_prompt,
-                    lines=2,
-                    max_length=2000,
-                )
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary")
-                    preview = gr.Button("Preview map")
-                with gr.Row():
-                    compare = gr.Button("Compare with plain SD")
-                    sweep = gr.Button("Sweep")
-                with gr.Row():
-                    sweep_kind = gr.Dropdown(
-                        label="Sweep parameter",
-                        choices=[
-                            ("strength", "strength"),
-                            ("control start", "start"),
-                            ("control end", "end"),
-                        ],
-                        value="strength",
-                        scale=1,
-                    )
-                    sweep_values = gr.Textbox(
-                        label="Sweep values",
-                        value=DEFAULT_SWEEPS["strength"],
-                        scale=2,
-                    )
-                with gr.Accordion("Control", open=True):
-                    preprocessor = gr.Dropdown(
-                        label="Preprocessor",
-                        choices=[(get_preprocessor(p).label, p) for p in modality.preprocessors],
-                        value=default_pre,
-                    )
-                    detect_resolution = gr.Slider(
-                        label="Detect resolution (short side)",
-                        minimum=MIN_DETECT_RESOLUTION,
-                        maximum=min(1024, MAX_DETECT_RESOLUTION),
-                        step=64,
-                        value=512,
-                        visible=get_preprocessor(default_pre).uses_detect_resolution,
-                    )
-                    param_components = [
-                        _param_component(spec, visible=(pid == default_pre))
-                        for pid, spec in param_specs
-                    ]
-                    conditioning_scale = gr.Slider(
-                        label="Control strength (0 = plain SD)",
-                        minimum=0.0,
-                        maximum=MAX_CONDITIONING_SCALE,
-                        step=0.05,
-                        value=modality.default_conditioning_scale,
-                    )
-                    with gr.Row():
-                        guidance_start = gr.Slider(
-                            label="Control starts at",
-                            minimum=0.0,
-                            maximum=1.0,
-                            step=0.01,
-                            value=0.0,
-                        )
-                        guidance_end = gr.Slider(
-                            label="Control ends at", minimum=0.0, maximum=1.0, step=0.01, value=1.0
-                        )
-                    guess_mode = gr.Checkbox(
-                        label="Guess mode (ControlNet recognises the content; prompt optional)",
-                        value=False,
-                    )
-                    control_mode = gr.Radio(
-                        label="Control mode",
-                        choices=[(label, key) for key, label in CONTROL_MODES.items()],
-                        value="balanced",
-                    )
-                with gr.Accordion("Advanced", open=False):
-                    negative_prompt = gr.Textbox(
-                        label="Negative prompt",
-                        value="lowres, bad anatomy, worst quality, low quality",
-                        max_length=2000,
-                    )
-                    sampling = sampling_controls(engine, with_num_images=True)
-                    steps, guidance_scale = sampling.steps, sampling.guidance_scale
-                    seed, randomize_seed = sampling.seed, sampling.randomize_seed
-                    num_images, resolution = sampling.num_images, sampling.resolution
-                    scheduler = sampling.scheduler
-            with gr.Column(scale=1):
-                note = engine.backend_note(modality.id)
-                if note:
-                    gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
-                gallery = gr.Gallery(
-                    label="Control map, then results",
-                    format="png",
-                    columns=3,
-                    height=520,
-                    object_fit="contain",
-                )
-                comparison = gr.ImageSlider(
-                    label="Plain SD ⟷ ControlNet (same seed; drag the handle)",
-                    format="png",
-                    type="filepath",
-                    visible=False,
-                )
-                with gr.Accordion("Recipe: every setting, model ids, versions", open=False):
-                    recipe_file = gr.File(
-                        label="Load a recipe (a PNG made here, or its JSON) to refill this tab",
-                        file_types=[".png", ".json"],
-                        type="filepath",
-                    )
-                    recipe = gr.JSON(label="Recipe of the last result")
-
-        if extra_inputs is not None:
-            extra_inputs(
-                TabInputs(modality, source, prompt, preprocessor, gallery, engine.settings)
-            )
-
-        param_names = [spec.name for _, spec in param_specs]
-        param_owners = [pid for pid, _ in param_specs]
-
-        def read_source(value: Any) -> Any:
-            if modality.input_kind == INPUT_CANVAS:
-                return canvas_to_image(value)
-            if value is None:
-                raise gr.Error("Upload an image first (or pick an example below).")
-            return value
-
-        def params_for(chosen: str, values: Sequence[Any]) -> dict[str, Any]:
-            return {
-                name: value
-                for name, owner, value in zip(param_names, param_owners, values, strict=True)
-                if owner == chosen
-            }
-
-        def build_request(values: Sequence[Any]) -> tuple[Any, GenerationRequest]:
-            (
-                image,
-                prompt_text,
-                negative_text,
-                chosen_preprocessor,
-                detect_res,
-                strength,
-                start,
-                end,
-                guess,
-                step_count,
-                cfg,
-                seed_value,
-                randomize,
-                count,
-                res,
-                sampler,
-                *param_values,
-                mode,
-            ) = values
-            array = read_source(image)
-            seed_value = choose_seed(seed_value, randomize)
-            request = GenerationRequest(
-                modality=modality.id,
-                prompt=prompt_text or "",
-                negative_prompt=negative_text or "",
-                preprocessor=chosen_preprocessor,
-                preprocessor_params=params_for(chosen_preprocessor, param_values),
-                detect_resolution=detect_res,
-                conditioning_scale=strength,
-                guidance_start=start,
-                guidance_end=end,
-                guess_mode=guess,
-                steps=step_count,
-                guidance_scale=cfg,
-                seed=seed_value,
-                num_images=count,
-                resolution=res,
-                scheduler=sampler,
-                control_mode=mode or "balanced",
-            )
-            return array, request
-
-        @user_errors
-        @on_gpu(lambda: list(api_fields))
-        def run_generate(*values, progress=gr.Progress()):
-            array, request = build_request(values)
-            result = engine.generate(request, array, progress=report(progress))
-            return (
-                gallery_items(result),
-                result.recipe,
-                result.recipe["seed"],
-                gr.update(visible=False),
-            )
-
-        @user_errors
-        @on_gpu(lambda: list(api_fields), variants=2)
-        def run_compare(*values, progress=gr.Progress()):
-            array, request = build_request(values)
-            result = engine.compare(request, array, progress=report(progress))
-            items = gallery_items(result)
-            slider = (items[-2][0], items[-1][0])  # the same files as the gallery's two images
-            return (
-                items,
-                result.recipe,
-                result.recipe["seed"],
-                gr.update(value=slider, visible=True),
-            )
-
-        @user_errors
-        @on_gpu(lambda: list(api_fields), variants=MAX_SWEEP_VALUES)
-        def run_sweep(*values, progress=gr.Progress()):
-            *values, kind, text = values
-            array, request = build_request(values)
-            sweep_list = parse_sweep_values(text)
-            result = engine.sweep(request, array, kind, sweep_list, progress=report(progress))
-            return (
-                gallery_items(result),
-                result.recipe,
-                result.recipe["seed"],
-                gr.update(visible=False),
-            )
-
-        @user_errors
-        def run_load_recipe(path):
-            if not path:
-                return [gr.update() for _ in recipe_targets]
-            request = request_from_recipe(read_recipe(path))
-            check_recipe_tab(request, modality.id)
-            request = engine.validate(request)
-            gr.Info(recipe_loaded_message(request))
-            chosen = request.preprocessor
-            values = {
-                prompt: request.prompt,
-                negative_prompt: request.negative_prompt,
-                preprocessor: chosen,
-                detect_resolution: request.detect_resolution,
-                conditioning_scale: request.conditioning_scale,
-                guidance_start: request.guidance_start,
-                guidance_end: request.guidance_end,
-                guess_mode: request.guess_mode,
-                steps: request.steps,
-                guidance_scale: request.guidance_scale,
-                seed: request.seed,
-                randomize_seed: False,
-                num_images: request.num_images,
-                resolution: request.resolution,
-                scheduler: request.scheduler,
-                control_mode: request.control_mode,
-            }
-            updates = [gr.update(value=values[c]) for c in recipe_targets[: len(values)]]
-            for name, owner in zip(param_names, param_owners, strict=True):
-                if owner == chosen and name in request.preprocessor_params:
-                    updates.append(gr.update(value=request.preprocessor_params[name], visible=True))
-                else:
-                    updates.append(gr.update(visible=owner == chosen))
-            return updates
-
-        @user_errors
-        def run_preview(image, chosen_preprocessor, detect_res, res, *param_values, progress=None):
-            array = read_source(image)
-            control = engine.control_map(
-                modality.id,
-                array,
-                chosen_preprocessor,
-                params_for(chosen_preprocessor, param_values),
-                detect_res,
-                res,
-            )
-            return [(upscale_for_display(Image.fromarray(control)), "Control map")]
-
-        def show_params(chosen: str):
-            spec = get_preprocessor(chosen)
-            updates = [gr.update(visible=spec.uses_detect_resolution)]
-            updates += [gr.update(visible=(owner == chosen)) for owner in param_owners]
-            # One output (a modality whose preprocessors have no parameters) takes one update: a
-            # list would become the slider's value and break every button of the tab.
-            return updates[0] if len(updates) == 1 else updates
-
-        preprocessor.change(
-            show_params,
-            inputs=preprocessor,
-            outputs=[detect_resolution, *param_components],
-            api_visibility="private",
-        )
-        # Endpoint parameters, in order, with the names the API shows (new ones go at the end).
-        api_fields = {
-            "image": source,
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "preprocessor": preprocessor,
-            "detect_resolution": detect_resolution,
-            "conditioning_scale": conditioning_scale,
-            "guidance_start": guidance_start,
-            "guidance_end": guidance_end,
-            "guess_mode": guess_mode,
-            "steps": steps,
-            "guidance_scale": guidance_scale,
-            "seed": seed,
-            "randomize_seed": randomize_seed,
-            "num_images": num_images,
-            "resolution": resolution,
-            "scheduler": scheduler,
-            **{
-                f"{owner}_{name}": component
-                for owner, name, component in zip(
-                    param_owners, param_names, param_components, strict=True
-                )
-            },
-            "control_mode": control_mode,
-        }
-        generate_inputs = list(api_fields.values())
-        name_parameters(run_generate, list(api_fields))
-        name_parameters(run_compare, list(api_fields))
-        name_parameters(run_sweep, [*api_fields, "sweep_parameter", "sweep_values"])
-        outputs = [gallery, recipe, seed, comparison]
-        # Progress and errors show on the gallery only: not as "Error" pills over the seed box.
-        common = {"outputs": outputs, "concurrency_id": "generate", "show_progress_on": [gallery]}
-        label = modality.label
-        made = (
-            "Returns the control map(s), then the images as PNG files that carry their recipe, "
-            "the recipe as JSON and the seed used."
-        )
-        generate.click(
-            run_generate,
-            inputs=generate_inputs,
-            **endpoint(
-                run_generate,
-                modality.id,
-                f"Generate images with Stable Diffusion steered by the {label} ControlNet. `image` "
-                f"is a photo (the preprocessor makes the {label} control map from it) or a "
-                f"ready map (preprocessor 'none'). {made}",
-            ),
-            **common,
-        )
-        prompt.submit(run_generate, inputs=generate_inputs, api_visibility="private", **common)
-        compare.click(
-            run_compare,
-            inputs=generate_inputs,
-            **endpoint(
-                run_compare,
-                f"{modality.id}_compare",
-                f"Plain Stable Diffusion and the {label} ControlNet for the same seed and "
-                f"settings, side by side, to show what the control changes. {made}",
-            ),
-            **common,
-        )
-        sweep.click(
-            run_sweep,
-            inputs=[*generate_inputs, sweep_kind, sweep_values],
-            **endpoint(
-                run_sweep,
-                f"{modality.id}_sweep",
-                f"One seed rendered at several values of the {label} ControlNet's strength, start "
-                f"or end (`sweep_parameter`; `sweep_values` comma-separated). {made}",
-            ),
-            **common,
-        )
-        sweep_kind.change(
-            lambda kind: DEFAULT_SWEEPS[kind],
-            inputs=sweep_kind,
-            outputs=sweep_values,
-            api_visibility="private",
-        )
-        # What a loaded recipe refills: the settings, then the preprocessor parameters.
-        recipe_targets = [
-            c for c in api_fields.values() if c is not source and c not in param_components
-        ] + list(param_components)
-        recipe_file.upload(
-            run_load_recipe,
-            inputs=recipe_file,
-            outputs=recipe_targets,
-            **endpoint(
-                run_load_recipe,
-                f"{modality.id}_load_recipe",
-                "The settings stored in a PNG made by this app (or its JSON recipe), to refill "
-                "the tab.",
-            ),
-            **light_work(engine.settings),
-        )
-        name_parameters(
-            run_preview,
-            ["image", "preprocessor", "detect_resolution", "resolution"]
-            + [f"{owner}_{name}" for owner, name in zip(param_owners, param_names, strict=True)],
-        )
-        preview.click(
-            run_preview,
-            inputs=[source, preprocessor, detect_resolution, resolution, *param_components],
-            outputs=gallery,
-            **endpoint(
-                run_preview,
-                f"{modality.id}_map",
-                f"Only the {label} control map the preprocessor makes from `image` (fast; no "
-                "generation).",
-            ),
-            **light_work(engine.settings),
-        ).then(  # the gallery now shows another image: an older comparison must not stay below it
-            lambda: gr.update(visible=False), outputs=comparison, api_visibility="private"
-        )
-        if examples and modality.input_kind != INPUT_CANVAS:
-            gr.Examples(examples=[list(e) for e in examples], inputs=[source, prompt])
-    guard_inputs(demo)
-    return demo
-
-
-def _default_scheduler(settings) -> str:
-    return settings.scheduler if settings.scheduler in SCHEDULERS else "UniPC"

@@ -1,57 +1,62 @@
 """Combine tab: several ControlNets at once (multi-ControlNet), each with its own strength and window.
 
 Unit 1 is required; units 2 and 3 join when they have an image. All maps are made at the first unit's
-size. Endpoints: `/combine` (generate), `/combine_compare` (the same against plain SD) and
-`/combine_load_recipe` (refill the tab from a PNG made here or its JSON recipe).
+size. The form is `UNITS` copies of one ControlNet-unit sub-form (`unit_form`) and the shared text,
+mode and sampling fields. Endpoints: `/combine` (generate), `/combine_compare` (the same against plain
+SD) and `/combine_load_recipe` (refill the tab from a PNG made here or its JSON recipe).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from controlnet_core.engine import (
-    MAX_CONDITIONING_SCALE,
+from controlnet_core import (
+    INPUT_IMAGE,
+    MODALITIES,
     ControlSpec,
     Engine,
+    FieldError,
     GenerationRequest,
+    GenerationResult,
+    get_modality,
+    get_preprocessor,
+    read_recipe,
     request_from_recipe,
 )
-from controlnet_core.modalities import INPUT_IMAGE, MODALITIES, get_modality
-from controlnet_core.preprocessors import get_preprocessor
-from controlnet_core.recipes import read_recipe
-from controlnet_core.sampling import CONTROL_MODES
 from demos.builder import (
-    choose_seed,
     endpoint,
     gallery_items,
     name_parameters,
     on_gpu,
+    recipe_area,
     recipe_loaded_message,
-    sampling_controls,
+    results_area,
     tab_container,
 )
-from demos.hosting import guard_inputs, light_work, report, user_errors
+from demos.form import (
+    FormField,
+    by_name,
+    mode_fields,
+    request_values,
+    sampling_fields,
+    text_fields,
+    window_fields,
+)
+from demos.hosting import field_message, guard_inputs, light_work, report, user_errors
+from demos.running import run_buttons
+from demos.texts import backend_note
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
 # Offline backends: start from preprocessors that need no downloaded weights (and, for the toy model,
 # from ControlNets it has), so the defaults run as they are.
 OFFLINE_UNITS = ("canny", "scribble", "canny")
-
-
-@dataclass
-class _Unit:
-    modality: gr.Dropdown
-    image: gr.Image
-    preprocessor: gr.Dropdown
-    strength: gr.Slider
-    start: gr.Slider
-    end: gr.Slider
+UNIT_LABELS = ("Strength", "Start", "End")
+UNIT_FIELDS = ("modality", "image", "preprocessor", "strength", "start", "end")
 
 
 def _upload_modalities() -> list[tuple[str, str]]:
@@ -62,341 +67,325 @@ def _preprocessor_choices(modality_id: str) -> list[tuple[str, str]]:
     return [(get_preprocessor(p).label, p) for p in get_modality(modality_id).preprocessors]
 
 
-# Core messages name request fields; the page names its units (ControlNet 1 is the main control).
-_MAIN_FIELDS = re.compile(
-    r"^(image|could not read|preprocessor|guidance_start|guidance_end|conditioning_scale"
-    r"|detect_resolution)\b"
-)
-_EXTRA_FIELD = re.compile(r"extra_(?:controls|images)\[(\d+)\]\.?:? ?")
+def unit_form(number: int, modality_id: str) -> list[FormField]:
+    """ControlNet unit `number`'s fields: modality, image, preprocessor, strength, start, end."""
+    prefix = f"unit{number}_"
+    label = f"ControlNet {number} · "
+    modality = FormField(
+        f"{prefix}modality",
+        label + "Modality",
+        lambda: gr.Dropdown(label="Modality", choices=_upload_modalities(), value=modality_id),
+        target="modality",
+    )
+    image = FormField(
+        f"{prefix}image",
+        label + "Image",
+        lambda: gr.Image(
+            label="Image or control map",
+            # The file: the core checks its size before decoding, and converts 16-bit, CMYK and
+            # transparency itself.
+            type="filepath",
+            image_mode=None,
+            format="png",
+            height=220,
+        ),
+    )
+    preprocessor = FormField(
+        f"{prefix}preprocessor",
+        label + "Preprocessor",
+        lambda: gr.Dropdown(
+            label="Preprocessor",
+            choices=_preprocessor_choices(modality_id),
+            value=get_modality(modality_id).default_preprocessor,
+            # Choices follow the modality in the page; the engine validates the pair.
+            allow_custom_value=True,
+        ),
+        target="preprocessor",
+    )
+    window = window_fields(UNIT_LABELS, 1.0 if number == 1 else 0.7, prefix=prefix)
+    window = [FormField(f.name, label + f.label, f.make, target=f.target) for f in window]
+    return [modality, image, preprocessor, *window]
 
 
-def unit_message(message: str, unit_numbers: list[int]) -> str:
-    """A core error message with its fields renamed after the page's units ("ControlNet 2: …")."""
+def shared_form(engine: Engine) -> list[FormField]:
+    """The fields every unit shares, in API order after the units'."""
+    fields = by_name(
+        [
+            *text_fields(engine, "a dancer on a stage, best quality"),
+            *mode_fields(),
+            *sampling_fields(engine, with_num_images=False),
+        ]
+    )
+    names = ["prompt", "negative_prompt", "control_mode", "guess_mode", "steps"]
+    names += ["guidance_scale", "seed", "randomize_seed", "resolution", "scheduler"]
+    return [fields[name] for name in names]
 
-    if _MAIN_FIELDS.match(message):
-        return f"ControlNet 1: {message}"
-    match = _EXTRA_FIELD.search(message)
-    if match is None:
-        return message
-    index = int(match.group(1))
-    number = unit_numbers[index] if index < len(unit_numbers) else index + 2
-    # Name the unit once, in front, and drop the field prefixes from the rest.
-    return f"ControlNet {number}: {_EXTRA_FIELD.sub('', message)}"
+
+@dataclass
+class CombineView:
+    units: list[dict[str, gr.components.Component]]  # by field: modality, image, …
+    shared: dict[str, gr.components.Component]  # by API parameter name
+    buttons: Any
+    gallery: gr.Gallery
+    comparison: gr.ImageSlider
+    recipe_file: gr.File
+    recipe: gr.JSON
+
+    def inputs(self) -> list[gr.components.Component]:
+        return [c for unit in self.units for c in unit.values()] + list(self.shared.values())
+
+
+def layout_combine(
+    engine: Engine, units: Sequence[list[FormField]], shared: list[FormField]
+) -> CombineView:
+    gr.Markdown(
+        "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
+        "strength and start/end; their residuals add up inside the UNet."
+    )
+    note = backend_note(engine)
+    if note:
+        gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
+    made_units = []
+    with gr.Row():
+        for number, form in enumerate(units, start=1):
+            with gr.Column(min_width=240):
+                role = "required" if number == 1 else "optional: used when it has an image"
+                gr.Markdown(f"**ControlNet {number}** ({role})")
+                made = {key: f.make() for key, f in zip(UNIT_FIELDS[:4], form, strict=False)}
+                with gr.Row():
+                    made["start"], made["end"] = form[4].make(), form[5].make()
+                made_units.append(made)
+    shared_made = {}
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            for f in shared[:2]:
+                shared_made[f.name] = f.make()
+            buttons = run_buttons(True, with_sweep=False, with_preview=False)
+            with gr.Accordion("Settings", open=False):
+                for f in shared[2:]:
+                    shared_made[f.name] = f.make()
+        with gr.Column(elem_classes=["cn-results-col"]):
+            gallery, comparison = results_area("Control maps, then results")
+            recipe_file, recipe = recipe_area(
+                "Load a recipe (a PNG made here, or its JSON) to refill this tab; recipes hold "
+                "the settings, not the images: add those again"
+            )
+    shared_made = {f.name: shared_made[f.name] for f in shared}  # API order
+    return CombineView(made_units, shared_made, buttons, gallery, comparison, recipe_file, recipe)
+
+
+def unit_labels(unit_numbers: Sequence[int], units: Sequence[list[FormField]]):
+    """Request field paths → "ControlNet N · <label>": the main control is unit 1, extra control k
+    is the k-th unit that had an image (`unit_numbers`)."""
+    by_target = [{f.target: f.label for f in form if f.target} for form in units]
+
+    def label(path: tuple) -> str | None:
+        if path and path[0] in ("extra_controls", "extra_images") and len(path) >= 2:
+            index = path[1]
+            number = unit_numbers[index] if index < len(unit_numbers) else index + 2
+            if path[0] == "extra_images":
+                return f"ControlNet {number} · Image"
+            field = path[2] if len(path) > 2 else None
+            return by_target[number - 1].get(field) or f"ControlNet {number}"
+        if path == ("image",):
+            return "ControlNet 1 · Image"
+        if path and path[0] == "preprocessor_params":
+            return "ControlNet 1 · Preprocessor"
+        return by_target[0].get(path[0]) if path else None
+
+    return label
+
+
+def build_request(
+    units: Sequence[list[FormField]], shared: list[FormField], values: Sequence[Any]
+) -> tuple[Any, GenerationRequest, list[Any], list[int]]:
+    """The request of a Combine form: unit 1 is the main control, each later unit with an image an
+    extra control. Returns the main image, the request, the extra images and their unit numbers."""
+    per_unit = len(UNIT_FIELDS)
+    unit_values = [values[i * per_unit : (i + 1) * per_unit] for i in range(len(units))]
+    common = request_values(shared, values[len(units) * per_unit :])
+    named = [dict(zip(UNIT_FIELDS, v, strict=True)) for v in unit_values]
+    if named[0]["image"] is None:
+        raise gr.Error("ControlNet 1 needs an image.")
+    extras, images, numbers = [], [], []
+    for number, unit in enumerate(named[1:], start=2):
+        if unit["image"] is None:
+            continue
+        form = units[number - 1]
+        spec = {f.target: unit[key] for key, f in zip(UNIT_FIELDS, form, strict=True) if f.target}
+        extras.append(ControlSpec(**spec))
+        images.append(unit["image"])
+        numbers.append(number)
+    main = {
+        f.target: named[0][key] for key, f in zip(UNIT_FIELDS, units[0], strict=True) if f.target
+    }
+    request = GenerationRequest(
+        **main, **{k: v for k, v in common.items() if k != "preprocessor_params"},
+        extra_controls=tuple(extras),
+    )  # fmt: skip
+    return named[0]["image"], request, images, numbers
 
 
 def create_demo(engine: Engine) -> gr.Blocks:
-    defaults = engine.ui_defaults()
-    choices = _upload_modalities()
-    available = {value for _, value in choices}
-    default_units = OFFLINE_UNITS if engine.backend in ("toy", "tiny") else DEFAULT_UNITS
+    choices = {value for _, value in _upload_modalities()}
+    wanted = OFFLINE_UNITS if engine.backend in ("toy", "tiny") else DEFAULT_UNITS
+    starts = [m if m in choices else sorted(choices)[0] for m in wanted]
+    units = [unit_form(number, starts[number - 1]) for number in range(1, UNITS + 1)]
+    shared = shared_form(engine)
     with tab_container() as demo:
-        gr.Markdown(
-            "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
-            "strength and start/end; their residuals add up inside the UNet."
+        view = layout_combine(engine, units, shared)
+        wire_unit_modalities(view)
+        wire_runs(view, engine, units, shared)
+        wire_recipe_load(view, engine, units, choices)
+    guard_inputs(demo)
+    return demo
+
+
+def wire_unit_modalities(view: CombineView) -> None:
+    # .input, not .change: a loaded recipe sets the modality and its own preprocessor, which a
+    # change handler would then reset to the modality's default.
+    for unit in view.units:
+        unit["modality"].input(
+            lambda m: gr.update(
+                choices=_preprocessor_choices(m), value=get_modality(m).default_preprocessor
+            ),
+            inputs=unit["modality"],
+            outputs=unit["preprocessor"],
+            api_visibility="private",
         )
-        note = engine.backend_note()
-        if note:
-            gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
-        units: list[_Unit] = []
-        with gr.Row():
-            for index in range(UNITS):
-                wanted = default_units[index]
-                modality_id = wanted if wanted in available else choices[index % len(choices)][1]
-                with gr.Column(min_width=240):
-                    label = "required" if index == 0 else "optional: used when it has an image"
-                    gr.Markdown(f"**ControlNet {index + 1}** ({label})")
-                    modality = gr.Dropdown(label="Modality", choices=choices, value=modality_id)
-                    image = gr.Image(
-                        label="Image or control map",
-                        # The file: the core checks its size before decoding, and converts
-                        # 16-bit, CMYK and transparency itself.
-                        type="filepath",
-                        image_mode=None,
-                        format="png",
-                        height=220,
-                    )
-                    preprocessor = gr.Dropdown(
-                        label="Preprocessor",
-                        choices=_preprocessor_choices(modality_id),
-                        value=get_modality(modality_id).default_preprocessor,
-                        # Choices follow the modality in the page; the engine validates the pair.
-                        allow_custom_value=True,
-                    )
-                    strength = gr.Slider(
-                        label="Strength",
-                        minimum=0.0,
-                        maximum=MAX_CONDITIONING_SCALE,
-                        step=0.05,
-                        value=1.0 if index == 0 else 0.7,
-                    )
-                    with gr.Row():
-                        start = gr.Slider(
-                            label="Start", minimum=0.0, maximum=1.0, step=0.01, value=0.0
-                        )
-                        end = gr.Slider(label="End", minimum=0.0, maximum=1.0, step=0.01, value=1.0)
-                units.append(_Unit(modality, image, preprocessor, strength, start, end))
-                # .input, not .change: a loaded recipe sets the modality and its own preprocessor,
-                # which a change handler would then reset to the modality's default.
-                modality.input(
-                    lambda m: gr.update(
-                        choices=_preprocessor_choices(m), value=get_modality(m).default_preprocessor
-                    ),
-                    inputs=modality,
-                    outputs=preprocessor,
-                    api_visibility="private",
-                )
-        with gr.Row():
-            with gr.Column():
-                prompt = gr.Textbox(
-                    label="Prompt", value=defaults.prompt or "a dancer on a stage, best quality"
-                )
-                negative_prompt = gr.Textbox(
-                    label="Negative prompt", value="lowres, bad anatomy, worst quality, low quality"
-                )
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary")
-                    compare = gr.Button("Compare with plain SD")
-                with gr.Accordion("Settings", open=False):
-                    control_mode = gr.Radio(
-                        label="Control mode",
-                        choices=[(label, key) for key, label in CONTROL_MODES.items()],
-                        value="balanced",
-                    )
-                    guess_mode = gr.Checkbox(label="Guess mode", value=False)
-                    sampling = sampling_controls(engine, with_num_images=False)
-                    steps, guidance_scale = sampling.steps, sampling.guidance_scale
-                    seed, randomize_seed = sampling.seed, sampling.randomize_seed
-                    resolution, scheduler = sampling.resolution, sampling.scheduler
-            with gr.Column():
-                gallery = gr.Gallery(
-                    label="Control maps, then results", format="png", columns=3, height=420
-                )
-                slider = gr.ImageSlider(
-                    label="Plain SD ⟷ ControlNets", format="png", type="filepath", visible=False
-                )
-                with gr.Accordion("Recipe", open=False):
-                    recipe_file = gr.File(
-                        label="Load a recipe (a PNG made here, or its JSON) to refill this tab; "
-                        "recipes hold the settings, not the images: add those again",
-                        file_types=[".png", ".json"],
-                        type="filepath",
-                    )
-                    recipe = gr.JSON(label="Recipe of the last result")
 
-        unit_inputs = [
-            c
-            for u in units
-            for c in (u.modality, u.image, u.preprocessor, u.strength, u.start, u.end)
-        ]
-        common_inputs = [
-            prompt,
-            negative_prompt,
-            control_mode,
-            guess_mode,
-            steps,
-            guidance_scale,
-            seed,
-            randomize_seed,
-            resolution,
-            scheduler,
-        ]
-        names = [
-            f"unit{i + 1}_{field}"
-            for i in range(UNITS)
-            for field in ("modality", "image", "preprocessor", "strength", "start", "end")
-        ] + [
-            "prompt",
-            "negative_prompt",
-            "control_mode",
-            "guess_mode",
-            "steps",
-            "guidance_scale",
-            "seed",
-            "randomize_seed",
-            "resolution",
-            "scheduler",
-        ]
 
-        def build(values: list[Any]):
-            unit_values = [values[i * 6 : (i + 1) * 6] for i in range(UNITS)]
-            (text, negative, mode, guess, count, cfg, seed_value, randomize, res, sampler) = values[
-                UNITS * 6 :
-            ]
-            first = unit_values[0]
-            if first[1] is None:
-                raise gr.Error("ControlNet 1 needs an image.")
-            extras, extra_images, unit_numbers = [], [], []
-            for number, (modality_id, image, chosen, strength, start, end) in enumerate(
-                unit_values[1:], start=2
-            ):
-                if image is None:
-                    continue
-                unit_numbers.append(number)
-                extras.append(
-                    ControlSpec(
-                        modality=modality_id,
-                        preprocessor=chosen,
-                        conditioning_scale=strength,
-                        guidance_start=start,
-                        guidance_end=end,
-                    )
-                )
-                extra_images.append(image)
-            seed_value = choose_seed(seed_value, randomize)
-            request = GenerationRequest(
-                modality=first[0],
-                prompt=text or "",
-                negative_prompt=negative or "",
-                preprocessor=first[2],
-                conditioning_scale=first[3],
-                guidance_start=first[4],
-                guidance_end=first[5],
-                guess_mode=guess,
-                steps=count,
-                guidance_scale=cfg,
-                seed=seed_value,
-                resolution=res,
-                scheduler=sampler,
-                control_mode=mode or "balanced",
-                extra_controls=tuple(extras),
-            )
-            return first[1], request, extra_images, unit_numbers
+def wire_runs(
+    view: CombineView, engine: Engine, units: Sequence[list[FormField]], shared: list[FormField]
+) -> None:
+    names = [f.name for form in units for f in form] + [f.name for f in shared]
 
-        def run(method: Callable, values: list[Any], progress: gr.Progress):
-            image, request, extra_images, unit_numbers = build(values)
-            try:
-                return method(request, image, report(progress), extra_images)
-            except ValueError as error:
-                raise ValueError(unit_message(str(error), unit_numbers)) from error
+    def run(method: Callable, values: Sequence[Any], progress: gr.Progress) -> GenerationResult:
+        image, request, extra_images, unit_numbers = build_request(units, shared, values)
+        try:
+            return method(request, image, report(progress), extra_images)
+        except FieldError as error:  # named after the page's units, which only this call knows
+            message = field_message(error, unit_labels(unit_numbers, units))
+        raise gr.Error(message)
 
-        @user_errors
-        @on_gpu(lambda: names, variants=UNITS)  # up to a ControlNet per unit
-        def run_generate(*values, progress=gr.Progress()):
-            result = run(engine.generate, list(values), progress)
-            return (
-                gallery_items(result),
-                result.recipe,
-                result.recipe["seed"],
-                gr.update(visible=False),
-            )
+    def show(result: GenerationResult, compare: bool) -> tuple:
+        items = gallery_items(result)
+        slider = gr.update(visible=False)
+        if compare:  # the same files as the gallery's two images
+            slider = gr.update(value=(items[-2][0], items[-1][0]), visible=True)
+        return items, result.recipe, result.recipe["seed"], slider
 
-        @user_errors
-        @on_gpu(lambda: names, variants=2 * UNITS)
-        def run_compare(*values, progress=gr.Progress()):
-            result = run(engine.compare, list(values), progress)
-            items = gallery_items(result)
-            pair = (items[-2][0], items[-1][0])  # the same files as the gallery's two images
-            return (
-                items,
-                result.recipe,
-                result.recipe["seed"],
-                gr.update(value=pair, visible=True),
-            )
+    @user_errors
+    @on_gpu(lambda: names, variants=UNITS)  # up to a ControlNet per unit
+    def run_generate(*values, progress=gr.Progress()):
+        return show(run(engine.generate, values, progress), compare=False)
 
-        @user_errors
-        def run_load_recipe(path):
-            if not path:
-                return [gr.update() for _ in recipe_targets]
-            try:  # the recipe's control i fills unit i + 1
-                request = engine.validate(request_from_recipe(read_recipe(path)))
-            except ValueError as error:
-                raise ValueError(unit_message(str(error), [])) from error
-            controls = [request, *request.extra_controls]
-            if len(controls) > UNITS:
-                raise gr.Error(
-                    f"This recipe has {len(controls)} ControlNets; the Combine tab holds {UNITS}."
-                )
-            updates = []
-            for number in range(1, UNITS + 1):
-                if number > len(controls):
-                    # A unit the recipe does not use must not join the next generation.
-                    updates += [gr.update(), gr.update(value=None)] + [gr.update()] * 4
-                    continue
-                control = controls[number - 1]
-                if control.modality not in available:
-                    raise gr.Error(
-                        f"ControlNet {number} of this recipe is {get_modality(control.modality).label}, "
-                        "which the Combine tab does not take: load it in its own tab."
-                    )
-                if (
-                    dict(control.preprocessor_params)
-                    != get_preprocessor(control.preprocessor).defaults()
-                    or control.detect_resolution != 512
-                ):
-                    gr.Warning(
-                        f"ControlNet {number}: this tab has no preprocessor settings, so the "
-                        "recipe's detect resolution and preprocessor parameters are not used."
-                    )
-                updates += [
-                    gr.update(value=control.modality),
-                    gr.update(),
-                    gr.update(
-                        choices=_preprocessor_choices(control.modality),
-                        value=control.preprocessor,
-                    ),
-                    gr.update(value=control.conditioning_scale),
-                    gr.update(value=control.guidance_start),
-                    gr.update(value=control.guidance_end),
-                ]
-            if request.num_images != 1:
-                gr.Warning(
-                    f"The recipe made {request.num_images} images; this tab makes one, the first."
-                )
-            common = [
-                request.prompt,
-                request.negative_prompt,
-                request.control_mode,
-                request.guess_mode,
-                request.steps,
-                request.guidance_scale,
-                request.seed,
-                False,
-                request.resolution,
-                request.scheduler,
-            ]
-            gr.Info(recipe_loaded_message(request))
-            return updates + [gr.update(value=value) for value in common]
+    @user_errors
+    @on_gpu(lambda: names, variants=2 * UNITS)
+    def run_compare(*values, progress=gr.Progress()):
+        return show(run(engine.compare, values, progress), compare=True)
 
-        name_parameters(run_generate, names)
-        name_parameters(run_compare, names)
-        outputs = [gallery, recipe, seed, slider]
-        common = {"outputs": outputs, "concurrency_id": "generate", "show_progress_on": [gallery]}
-        generate.click(
+    name_parameters(run_generate, names)
+    name_parameters(run_compare, names)
+    inputs = view.inputs()
+    view.buttons.wire(
+        generate=(
             run_generate,
-            inputs=[*unit_inputs, *common_inputs],
-            **endpoint(
+            inputs,
+            endpoint(
                 run_generate,
                 "combine",
                 "Generate with up to three ControlNets at once (multi-ControlNet), each with its "
                 "own image, modality, strength and start/end; unit 1 is required.",
             ),
-            **common,
-        )
-        compare.click(
+        ),
+        compare=(
             run_compare,
-            inputs=[*unit_inputs, *common_inputs],
-            **endpoint(
+            inputs,
+            endpoint(
                 run_compare,
                 "combine_compare",
                 "Plain Stable Diffusion and the combined ControlNets for the same seed, side by side.",
             ),
-            **common,
+        ),
+        outputs=[view.gallery, view.recipe, view.shared["seed"], view.comparison],
+        results=view.gallery,
+    )
+
+
+def unit_updates(number: int, control: ControlSpec | GenerationRequest | None) -> list[Any]:
+    """What a recipe writes into unit `number`: its control's fields, or an emptied image."""
+    if control is None:  # a unit the recipe does not use must not join the next generation
+        return [gr.update(), gr.update(value=None)] + [gr.update()] * 4
+    if (
+        dict(control.preprocessor_params) != get_preprocessor(control.preprocessor).defaults()
+        or control.detect_resolution != 512
+    ):
+        gr.Warning(
+            f"ControlNet {number}: this tab has no preprocessor settings, so the recipe's "
+            "detect resolution and preprocessor parameters are not used."
         )
-        recipe_targets = [*unit_inputs, *common_inputs]
-        recipe_file.upload(
+    return [
+        gr.update(value=control.modality),
+        gr.update(),
+        gr.update(choices=_preprocessor_choices(control.modality), value=control.preprocessor),
+        gr.update(value=control.conditioning_scale),
+        gr.update(value=control.guidance_start),
+        gr.update(value=control.guidance_end),
+    ]
+
+
+def wire_recipe_load(
+    view: CombineView, engine: Engine, units: Sequence[list[FormField]], choices: set[str]
+) -> None:
+    targets = view.inputs()
+    shared_names = list(view.shared)
+
+    # The recipe's extra control k fills unit k + 2.
+    @user_errors(labels=unit_labels(range(2, UNITS + 1), units))
+    def run_load_recipe(path):
+        if not path:
+            return [gr.update() for _ in targets]
+        request = engine.validate(request_from_recipe(read_recipe(path)))
+        controls = request.controls()
+        if len(controls) > UNITS:
+            raise gr.Error(
+                f"This recipe has {len(controls)} ControlNets; the Combine tab holds {UNITS}."
+            )
+        for number, control in enumerate(controls, start=1):
+            if control.modality not in choices:
+                raise gr.Error(
+                    f"ControlNet {number} of this recipe is {get_modality(control.modality).label}, "
+                    "which the Combine tab does not take: load it in its own tab."
+                )
+        updates = []
+        for number in range(1, UNITS + 1):
+            control = controls[number - 1] if number <= len(controls) else None
+            updates += unit_updates(number, control)
+        if request.num_images != 1:
+            gr.Warning(
+                f"The recipe made {request.num_images} images; this tab makes one, the first."
+            )
+        shared = {"randomize_seed": False}
+        for name in shared_names:
+            value = shared.get(name, getattr(request, name, None))
+            updates.append(gr.update(value=value))
+        gr.Info(recipe_loaded_message(request))
+        return updates
+
+    view.recipe_file.upload(
+        run_load_recipe,
+        inputs=view.recipe_file,
+        outputs=targets,
+        show_progress_on=[view.recipe_file],
+        **endpoint(
             run_load_recipe,
-            inputs=recipe_file,
-            outputs=recipe_targets,
-            **endpoint(
-                run_load_recipe,
-                "combine_load_recipe",
-                "The settings stored in a PNG made by this app (or its JSON recipe), to refill "
-                "the Combine tab.",
-            ),
-            **light_work(engine.settings),
-        )
-    guard_inputs(demo)
-    return demo
+            "combine_load_recipe",
+            "The settings stored in a PNG made by this app (or its JSON recipe), to refill "
+            "the Combine tab.",
+        ),
+        **light_work(engine.settings),
+    )
 
 
 if __name__ == "__main__":

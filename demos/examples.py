@@ -93,7 +93,7 @@ def depth_scene() -> str:
 @cache
 def pose_preset_image(name: str = "standing") -> str:
     """A 512² OpenPose map of one of the built-in pose presets; its path."""
-    from controlnet_core.preprocessors.pose import render_pose_preset
+    from controlnet_core import render_pose_preset
 
     path = _drawings_folder() / f"pose_{name.replace(' ', '_')}.png"
     Image.fromarray(render_pose_preset(name)).save(path)
@@ -103,7 +103,7 @@ def pose_preset_image(name: str = "standing") -> str:
 @cache
 def seg_landscape() -> str:
     """A 512² segmentation map in ADE20K colours (sky, mountains, trees, grass, a lake); its path."""
-    from controlnet_core.preprocessors.segmentation import class_color
+    from controlnet_core import class_color
 
     image = Image.new("RGB", (512, 512), class_color("sky"))
     draw = ImageDraw.Draw(image)

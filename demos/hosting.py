@@ -21,9 +21,13 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from controlnet_core.engine import GenerationCancelled
-from controlnet_core.images import check_pixels
-from controlnet_core.preprocessors import WeightsUnavailableError
+from controlnet_core import (
+    FieldError,
+    GenerationCancelled,
+    WeightsUnavailableError,
+    check_pixels,
+)
+from demos.texts import missing_weights_message
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,18 @@ def page_text(message: str) -> str:
     return html.escape(message, quote=False)
 
 
-def user_errors(fn: Callable) -> Callable:
+FieldLabels = Callable[[tuple], "str | None"]
+
+
+def user_errors(fn: Callable | None = None, *, labels: FieldLabels | None = None) -> Callable:
     """Turn every failure of a handler into a short, escaped message on the page; never a traceback.
 
-    A generation stopped because its user left ends quietly: nobody is there to read a message.
+    A refused field (`FieldError`) is named by `labels(path)`, the page's label for it ("ControlNet
+    2 · Control starts at"), when the handler's form knows the path. A generation stopped because its
+    user left ends quietly: nobody is there to read a message.
     """
+    if fn is None:
+        return functools.partial(user_errors, labels=labels)
 
     @functools.wraps(fn)  # keeps the signature: gradio finds `progress=gr.Progress()` through it
     def wrapper(*args, **kwargs):
@@ -57,7 +68,9 @@ def user_errors(fn: Callable) -> Callable:
             log.info("generation cancelled: the request is gone")
             title, message = "Cancelled", "The generation was cancelled."
         except WeightsUnavailableError as error:
-            title, message, duration = "Weights unavailable", str(error), None
+            title, message, duration = "Weights unavailable", missing_weights_message(error), 30.0
+        except FieldError as error:
+            title, message = "Invalid input", field_message(error, labels)
         except ValueError as error:
             title, message = "Invalid input", str(error)
         except Exception as error:  # the page gets a message; the console keeps the traceback
@@ -68,6 +81,12 @@ def user_errors(fn: Callable) -> Callable:
         )
 
     return wrapper
+
+
+def field_message(error: FieldError, labels: FieldLabels | None) -> str:
+    """`error` with its field named by the page's label when there is one, else by its path."""
+    label = labels(error.path) if labels is not None else None
+    return f"{label}: {error.problem}" if label else str(error)
 
 
 def event_wanted() -> bool:

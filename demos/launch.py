@@ -11,9 +11,8 @@ from typing import Any
 
 import gradio as gr
 
-from controlnet_core.engine import Engine
-from controlnet_core.settings import Settings, check_can_start, settings_from_cli
-from controlnet_core.storage import ServerFolder
+from controlnet_core import Engine, ServerFolder, Settings, check_can_start, settings_from_cli
+from demos.running import KEYS_HEAD
 
 
 def start_engine(
@@ -47,6 +46,31 @@ def launch_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+# The results gallery (builder.results_area): gradio caps a gallery's grid at 55% of the window and
+# cuts captions to one line; here tiles keep their whole image and captions wrap.
+CSS = """
+.backend-note { font-size: 0.9em; opacity: 0.85; }
+footer { display: none !important; }
+.cn-results .grid-wrap { max-height: none !important; min-height: 0 !important; overflow-y: visible; }
+.cn-results .grid-container { grid-auto-rows: auto; grid-template-rows: none; padding-top: var(--size-8); }
+.cn-results .thumbnail-item { aspect-ratio: auto; height: auto; display: flex; flex-direction: column;
+  overflow: visible; }
+.cn-results .thumbnail-item > img { aspect-ratio: 1 / 1; height: auto; max-height: 60vh; flex: none; }
+.cn-results .caption-label { position: static; max-width: none; white-space: normal; overflow: visible;
+  text-overflow: clip; border: none; border-radius: 0; border-top: 1px solid var(--border-color-primary);
+  line-height: 1.3; opacity: 1 !important; }
+@media (max-width: 640px) {
+  .cn-results .grid-container:has(> .gallery-item:nth-child(3)) {
+    grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+}
+"""
+
+
+def page_options() -> dict[str, Any]:
+    """The look of every page, the whole app or one tab alone: theme, CSS and the keyboard script."""
+    return {"css": CSS, "theme": gr.themes.Soft(), "head": KEYS_HEAD}
+
+
 def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: Any) -> None:
     """Build the app and serve it until Ctrl+C or SIGTERM, every file it writes in one folder.
 
@@ -64,7 +88,8 @@ def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: An
     folder.start_sweeper(settings.cache_sweep_interval, settings.cache_max_age)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        demo.queue(max_size=settings.queue_size).launch(**launch_options(settings), **launch_extra)
+        options = {**launch_options(settings), **page_options(), **launch_extra}
+        demo.queue(max_size=settings.queue_size).launch(**options)
     except KeyboardInterrupt:  # a second Ctrl+C while gradio was closing
         pass
     finally:

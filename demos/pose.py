@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from controlnet_core.engine import Engine
-from controlnet_core.preprocessors.pose import POSE_PRESETS, render_pose_preset
-from controlnet_core.settings import parse_flag
-from demos.builder import TabInputs, endpoint
+from controlnet_core import POSE_PRESETS, Engine, parse_flag, render_pose_preset
+from demos.builder import TabView, endpoint
 from demos.builder import create_demo as build_tab
 from demos.examples import pose_preset_image, skimage_sample
 from demos.extras import add_examples
@@ -30,7 +28,7 @@ def preset_map(name: str, mirror: bool, scale: float, shift_x: float, shift_y: f
     return image, "none"
 
 
-def add_presets(tab: TabInputs) -> None:
+def add_presets(tab: TabView) -> None:
     # The map we put into the input must keep exact colours: PNG, not the default lossy WebP.
     tab.source.format = "png"
     with gr.Accordion("Pose presets (no photo needed)", open=True):

@@ -11,14 +11,8 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from controlnet_core.engine import Engine
-from controlnet_core.preprocessors.segmentation import (
-    PAINT_CLASSES,
-    class_color,
-    hex_color,
-    snap_to_palette,
-)
-from demos.builder import CANVAS_SIZE, TabInputs
+from controlnet_core import PAINT_CLASSES, Engine, class_color, hex_color, snap_to_palette
+from demos.builder import CANVAS_SIZE, TabView
 from demos.builder import create_demo as build_tab
 from demos.examples import seg_landscape, skimage_sample
 from demos.extras import add_examples
@@ -61,7 +55,7 @@ def use_painting(value):
     return painting_to_map(value), "none"
 
 
-def add_painting(tab: TabInputs) -> None:
+def add_painting(tab: TabView) -> None:
     # The map we put into the input must keep exact colours: PNG, not the default lossy WebP.
     tab.source.format = "png"
     with gr.Accordion("Paint a segmentation map (works offline)", open=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from controlnet_core.engine import Engine
+from controlnet_core import Engine
 from demos.builder import create_demo as build_tab
 from demos.examples import skimage_sample
 from demos.extras import examples_hook

@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from controlnet_core.engine import Engine  # noqa: E402
+from controlnet_core import Engine  # noqa: E402
 from controlnet_core.settings import Settings  # noqa: E402
 
 

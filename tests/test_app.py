@@ -8,7 +8,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from app import build_app
-from controlnet_core.engine import Engine
+from controlnet_core import Engine
 from controlnet_core.settings import Settings
 from tests.conftest import free_port
 
@@ -109,7 +109,7 @@ def test_preview_map_endpoint_runs_only_the_preprocessor(served):
 def test_invalid_input_is_a_message_not_a_traceback(served):
     client, square = served
     args = endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "resolution": 100})
-    with pytest.raises(Exception, match="resolution must be a multiple of 64"):
+    with pytest.raises(Exception, match=r"Resolution \(short side\): must be a multiple of 64"):
         client.predict(*args, api_name="/canny")
     with pytest.raises(Exception, match="Upload an image first"):
         client.predict(*endpoint_args(client, "/canny", None, **FAST), api_name="/canny")
@@ -265,7 +265,7 @@ def test_preview_endpoint_names_its_parameters_and_checks_sizes(served):
     assert names[:4] == ["image", "preprocessor", "detect_resolution", "resolution"]
     assert "canny_low_threshold" in names
     args = endpoint_args(client, "/canny_map", handle_file(str(square)), resolution=100)
-    with pytest.raises(Exception, match="resolution must be a multiple of 64"):
+    with pytest.raises(Exception, match=r"Resolution \(short side\): must be a multiple of 64"):
         client.predict(*args, api_name="/canny_map")
 
 
@@ -346,5 +346,5 @@ def test_combine_errors_name_the_unit(served):
         unit3_start=0.9,
         unit3_end=0.1,
     )
-    with pytest.raises(Exception, match=r"ControlNet 3: guidance_start \(0.9\) must be less"):
+    with pytest.raises(Exception, match=r"ControlNet 3 · Start: \(0.9\) must be less"):
         client.predict(*args, api_name="/combine")

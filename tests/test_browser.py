@@ -60,7 +60,7 @@ def missing_browser() -> str | None:
 @pytest.fixture(scope="module")
 def app_url() -> Iterator[str]:
     from app import build_app
-    from controlnet_core.engine import Engine
+    from controlnet_core import Engine
     from controlnet_core.settings import Settings
 
     demo = build_app(Engine(Settings(backend="tiny")), ["canny", "sketch", "seg"])

@@ -8,7 +8,7 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
 from PIL import Image
 
-from controlnet_core.engine import Engine, GenerationRequest
+from controlnet_core import Engine, GenerationRequest
 from controlnet_core.settings import Settings
 from controlnet_core.tiny import tiny_components
 
@@ -293,14 +293,14 @@ def test_sixteen_bit_cmyk_and_float_images_are_converted_not_clipped(tmp_path):
     + [("no", False), ("yes", True), (np.bool_(True), True)],
 )
 def test_flags_parse_words_and_reject_anything_else(value, expected):
-    from controlnet_core.engine import parse_flag
+    from controlnet_core import parse_flag
 
     assert parse_flag("guess_mode", value) is expected
 
 
 @pytest.mark.parametrize("value", ["maybe", 2, None, 0.5])
 def test_flags_reject_other_values(value):
-    from controlnet_core.engine import parse_flag
+    from controlnet_core import parse_flag
 
     with pytest.raises(ValueError, match="guess_mode must be true or false"):
         parse_flag("guess_mode", value)
@@ -312,7 +312,7 @@ def test_guess_mode_false_as_text_is_false(tiny_engine, square_image):
 
 
 def test_seeds_of_a_batch_wrap_past_the_largest_seed(tiny_engine, square_image):
-    from controlnet_core.engine import MAX_SEED
+    from controlnet_core import MAX_SEED
 
     result = make(tiny_engine, square_image, seed=MAX_SEED, num_images=2, steps=1)
     assert result.recipe["seeds"] == [MAX_SEED, 0]
@@ -329,7 +329,7 @@ def test_preview_maps_check_their_sizes_like_generation(tiny_engine, square_imag
 
 
 def test_errors_of_an_extra_control_image_name_it(tiny_engine, square_image):
-    from controlnet_core.engine import ControlSpec
+    from controlnet_core import ControlSpec
 
     request = GenerationRequest(
         modality="canny", **FAST, extra_controls=(ControlSpec(modality="scribble"),)

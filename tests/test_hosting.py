@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from app import build_app
-from controlnet_core.engine import Engine, GenerationCancelled, GenerationRequest
+from controlnet_core import Engine, GenerationCancelled, GenerationRequest
 from controlnet_core.errors import shown
 from controlnet_core.images import ImageTooLargeError, open_image
 from controlnet_core.recipes import read_recipe
@@ -76,7 +76,7 @@ def test_unexpected_errors_name_their_type_only():
 
 
 def test_a_huge_recipe_is_refused_with_a_short_message():
-    from controlnet_core.engine import request_from_recipe
+    from controlnet_core import request_from_recipe
 
     recipe = {"format": "controlnet-demo-recipe/1", "modality": "canny"}
     recipe["extra_controls"] = [{"modality": "canny"}] * 20_000

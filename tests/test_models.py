@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from controlnet_core.engine import Engine, GenerationRequest
+from controlnet_core import Engine, GenerationRequest
 from controlnet_core.modalities import get_modality
 from controlnet_core.models import ModelManager, pick_device, pick_dtype, resolve_backend
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import Settings, settings_from_cli, settings_from_env
 from controlnet_core.tiny import tiny_controlnet, tiny_pipeline
+from demos.texts import backend_note
 
 FAST = {"steps": 3, "resolution": 64, "prompt": "a red square"}
 
@@ -130,7 +131,7 @@ def test_downloads_run_outside_the_construction_lock(monkeypatch):
 
 
 def test_a_request_never_evicts_its_own_controlnets(square_image):
-    from controlnet_core.engine import ControlSpec
+    from controlnet_core import ControlSpec
 
     engine = Engine(Settings(backend="tiny", max_cached_controlnets=1))
     request = GenerationRequest(
@@ -201,16 +202,6 @@ def test_two_threads_on_two_modalities_match_sequential_runs(square_image):
     assert not errors, errors
     for key in requests:
         np.testing.assert_allclose(concurrent[key], sequential[key], atol=1e-4)
-
-
-def test_per_request_pipelines_share_weights_but_not_schedulers():
-    manager = ModelManager(Settings(backend="tiny"))
-    canny = manager.controlnet(get_modality("canny"))
-    one = manager.pipeline([canny], "UniPC")
-    two = manager.pipeline([canny], "UniPC")
-    assert one.unet is two.unet is manager.base().unet
-    assert one.scheduler is not two.scheduler
-    assert one.scheduler is not manager.base().scheduler
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +285,7 @@ def test_bfloat16_loads_real_weights_in_bfloat16_and_stays_close_to_float32(
     assert half.manager.base().unet.dtype == torch.bfloat16
     assert half.manager.controlnet(get_modality("canny")).model.dtype == torch.bfloat16
     assert result.recipe["dtype"] == "bfloat16"
-    assert half.backend_note("canny").endswith("Running on cpu, bfloat16.")
+    assert backend_note(half, "canny").endswith("Running on cpu, bfloat16.")
     full = engine("float32").generate(request, square_image)
     assert full.recipe["dtype"] == "float32"
     difference = np.abs(result.arrays - full.arrays)
@@ -409,10 +400,10 @@ def test_toy_backend_notes_say_which_tabs_it_covers(monkeypatch):
     monkeypatch.setattr(
         toy, "toy_controlnet_folder", lambda key: toy.TOY_WEIGHTS_DIR if key == "canny" else None
     )
-    assert engine.backend_note("canny").startswith("Toy model: shapes only")
-    note = engine.backend_note("depth")
+    assert backend_note(engine, "canny").startswith("Toy model: shapes only")
+    note = backend_note(engine, "depth")
     assert "no Depth ControlNet" in note and "lllyasviel/control_v11f1p_sd15_depth" in note
-    assert Engine(Settings(backend="tiny")).backend_note("depth").startswith("Tiny random")
+    assert backend_note(Engine(Settings(backend="tiny")), "depth").startswith("Tiny random")
 
 
 def test_an_empty_variable_falls_back_to_gradios_own():

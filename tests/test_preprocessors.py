@@ -255,12 +255,15 @@ def test_lineart_standard_equals_controlnet_aux():
 
 @pytest.mark.parametrize("pid", WEIGHTED)
 def test_missing_weights_name_the_weights_and_the_offline_alternative(pid):
+    from demos.texts import missing_weights_message
+
     spec = PREPROCESSORS[pid]
     ANNOTATORS.clear()
     started = time.perf_counter()
     with pytest.raises(WeightsUnavailableError) as caught:
         apply_preprocessor(pid, photo(64), (64, 64), detect_resolution=64)
-    message = str(caught.value)
+    assert caught.value.offline_alternative == spec.offline_alternative
+    message = missing_weights_message(caught.value)  # the page's wording of the error
     assert spec.weights in message
     alternative = PREPROCESSORS[spec.offline_alternative]
     assert (alternative.label in message) or (alternative.id == "none" and "None" in message)
@@ -411,7 +414,7 @@ def test_failed_loads_are_remembered_briefly():
 
 
 def test_a_new_prompt_does_not_rerun_detection(tiny_engine):
-    from controlnet_core.engine import GenerationRequest
+    from controlnet_core import GenerationRequest
 
     image = photo(64)
     before = tiny_engine.preprocessor_runs

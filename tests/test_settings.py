@@ -305,7 +305,7 @@ def test_an_unreadable_flag_is_one_line_too(capsys):
 def test_mcp_server_lists_the_tools_of_a_launched_app():
     pytest.importorskip("mcp", reason='needs pip install "gradio[mcp]"')
     from app import build_app
-    from controlnet_core.engine import Engine
+    from controlnet_core import Engine
     from demos.launch import launch_options
 
     demo = build_app(Engine(Settings(backend="tiny")), ["canny"], combine=False)

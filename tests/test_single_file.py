@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from controlnet_core.engine import Engine, GenerationRequest
+from controlnet_core import Engine, GenerationRequest
 from controlnet_core.models import ModelManager
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import Settings

@@ -9,7 +9,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from app import build_app
-from controlnet_core.engine import Engine
+from controlnet_core import Engine
 from controlnet_core.modalities import INPUT_CANVAS, MODALITIES
 from controlnet_core.preprocessors import PREPROCESSORS
 from controlnet_core.preprocessors.pose import COLORS
@@ -227,21 +227,22 @@ def test_flags_given_as_words_are_parsed_in_parameters_and_presets():
 
 
 def test_combine_names_its_units_in_errors():
-    from demos.combine import unit_message
+    from controlnet_core import FieldError
+    from demos.combine import unit_form, unit_labels
+    from demos.hosting import field_message
 
-    assert unit_message("could not read the image (truncated)", []) == (
-        "ControlNet 1: could not read the image (truncated)"
+    units = [unit_form(number, "canny") for number in (1, 2, 3)]
+    first = FieldError(("image",), "could not read the image (truncated)", name="")
+    assert field_message(first, unit_labels([], units)) == (
+        "ControlNet 1 · Image: could not read the image (truncated)"
     )
-    assert (
-        unit_message(
-            "extra_controls[1].guidance_start (0.9) must be less than "
-            "extra_controls[1].guidance_end (0.1)",
-            [2, 3],
-        )
-        == "ControlNet 3: guidance_start (0.9) must be less than guidance_end (0.1)"
+    window = FieldError(("guidance_start",), "(0.9) must be less than guidance_end (0.1)")
+    assert field_message(window.within("extra_controls", 1), unit_labels([2, 3], units)) == (
+        "ControlNet 3 · Start: (0.9) must be less than guidance_end (0.1)"
     )
-    assert unit_message("recipe field extra_controls[0].modality is missing", [2, 3]) == (
-        "ControlNet 2: recipe field modality is missing"
+    missing = FieldError(("extra_controls", 0, "modality"), "is missing")
+    assert field_message(missing, unit_labels([2, 3], units)) == (
+        "ControlNet 2 · Modality: is missing"
     )
 
 

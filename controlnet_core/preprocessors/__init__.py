@@ -11,14 +11,14 @@ the map to the generation size. Annotators that need hub weights load lazily thr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from controlnet_core.errors import shown
+from controlnet_core.errors import FieldError, shown
 from controlnet_core.images import fit_image, resize_short_side, to_rgb_array
 from controlnet_core.settings import parse_flag
 
@@ -46,27 +46,37 @@ class ParamSpec:
     def validate(self, value: Any, owner: str) -> Any:
         """`value` converted to this parameter's type; ValueError naming the allowed range otherwise."""
         where = f"{owner} parameter {shown(self.name)}"
+        path = ("preprocessor_params", self.name)
         if self.kind == "bool":
-            return parse_flag(where, value)
+            try:
+                return parse_flag(where, value)
+            except ValueError:
+                raise FieldError(
+                    path, f"must be true or false; got {shown(value)}", where
+                ) from None
         if self.kind == "choice":
             if value not in self.choices:
-                raise ValueError(f"{where} must be one of {list(self.choices)}; got {shown(value)}")
+                raise FieldError(
+                    path, f"must be one of {list(self.choices)}; got {shown(value)}", where
+                )
             return value
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where} must be a number; got {shown(value)}") from None
+            raise FieldError(path, f"must be a number; got {shown(value)}", where) from None
         if not np.isfinite(number):
-            raise ValueError(f"{where} must be finite; got {shown(value)}")
+            raise FieldError(path, f"must be finite; got {shown(value)}", where)
         if self.kind == "int":
             if number != int(number):
-                raise ValueError(f"{where} must be an integer; got {shown(value)}")
+                raise FieldError(path, f"must be an integer; got {shown(value)}", where)
             number = int(number)
         if (self.minimum is not None and number < self.minimum) or (
             self.maximum is not None and number > self.maximum
         ):
-            raise ValueError(
-                f"{where} must be between {self.minimum:g} and {self.maximum:g}; got {shown(value)}"
+            raise FieldError(
+                path,
+                f"must be between {self.minimum:g} and {self.maximum:g}; got {shown(value)}",
+                where,
             )
         return number
 
@@ -79,7 +89,7 @@ class PreprocessorSpec:
     """A preprocessor: `run(image_rgb_uint8, **params) -> map`.
 
     `weights` names the hub weights the preprocessor needs (None when it needs none), so the UI can say
-    what is missing and point to `offline_alternative` in the same tab.
+    what is missing and point to `offline_alternative`, a preprocessor of the same tab that needs none.
     """
 
     id: str
@@ -89,12 +99,9 @@ class PreprocessorSpec:
     weights: str | None = None
     offline_alternative: str | None = None
     uses_detect_resolution: bool = True
-    description: str = ""
-    default_detect_resolution: int = 512
     thin_lines: bool = (
         False  # line maps: shrinking keeps lines (max-pooling) instead of fading them
     )
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
@@ -102,16 +109,19 @@ class PreprocessorSpec:
     def validate_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults updated with `params` (a fresh dict each call); unknown names are an error."""
         if params is not None and not isinstance(params, Mapping):
-            raise ValueError(
-                f"preprocessor {self.id!r} parameters must map names to values; "
-                f"got {type(params).__name__}"
+            raise FieldError(
+                ("preprocessor_params",),
+                f"must map names to values; got {type(params).__name__}",
+                f"preprocessor {self.id!r} parameters",
             )
         params = dict(params or {})
         known = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ValueError(
-                f"preprocessor {self.id!r} has no parameter(s) {shown(unknown)}; known: {sorted(known)}"
+            raise FieldError(
+                ("preprocessor_params",),
+                f"has no parameter(s) {shown(unknown)}; known: {sorted(known)}",
+                f"preprocessor {self.id!r}",
             )
         values = self.defaults()
         for name, value in params.items():
@@ -122,8 +132,31 @@ class PreprocessorSpec:
 class WeightsUnavailableError(RuntimeError):
     """Weights that a model or annotator needs cannot be loaded (offline, not cached, bad path).
 
-    The message says which weights are missing and how to provide them; the UI shows it as is.
+    The message's first line says which weights are missing, the rest how to provide them. For a
+    preprocessor, `preprocessor` is its id and `offline_alternative` the id of the one of the same
+    tab that needs no weights (None when there is none), for the UI to point to.
     """
+
+    def __init__(
+        self,
+        message: str,
+        preprocessor: str | None = None,
+        offline_alternative: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.preprocessor = preprocessor
+        self.offline_alternative = offline_alternative
+
+
+def preprocessor_runs_here(preprocessor_id: str, hub_online: bool) -> bool:
+    """Whether a preprocessor can run now: it needs no weights, they are in the hub cache (or a
+    detector was set), or the hub answers (`hub_online`), so they can be downloaded."""
+    spec = get_preprocessor(preprocessor_id)
+    if spec.weights is None or hub_online:
+        return True
+    from controlnet_core.preprocessors.annotators import ANNOTATORS
+
+    return ANNOTATORS.weights_present(spec.weights)
 
 
 def _none(image: np.ndarray) -> np.ndarray:
@@ -199,7 +232,6 @@ _SPECS: list[PreprocessorSpec] = [
         label="None (the upload is already a control map)",
         run=_none,
         uses_detect_resolution=False,
-        description="Use the uploaded image as the control map, resized to the output size.",
     ),
     PreprocessorSpec(
         id="canny",
@@ -210,7 +242,6 @@ _SPECS: list[PreprocessorSpec] = [
             ParamSpec("high_threshold", "High threshold", "int", 200, 1, 255, 1),
         ),
         thin_lines=True,
-        description="OpenCV Canny edge detector.",
     ),
     PreprocessorSpec(
         id="scribble_threshold",
@@ -227,7 +258,6 @@ _SPECS: list[PreprocessorSpec] = [
             ),
         ),
         thin_lines=True,
-        description="Turns an uploaded drawing into white strokes on black.",
     ),
     PreprocessorSpec(
         id="scribble_edges",
@@ -238,7 +268,6 @@ _SPECS: list[PreprocessorSpec] = [
             ParamSpec("stroke_width", "Stroke width", "int", 3, 1, 15, 1),
         ),
         thin_lines=True,
-        description="A scribble-like map from a photo, made with blurred Canny edges.",
     ),
     PreprocessorSpec(
         id="sketch_canvas",
@@ -247,7 +276,6 @@ _SPECS: list[PreprocessorSpec] = [
         params=(ParamSpec("stroke_width", "Extra stroke width", "int", 1, 1, 15, 1),),
         uses_detect_resolution=False,
         thin_lines=True,
-        description="Your canvas strokes, as white lines on black.",
     ),
 ]
 
@@ -316,13 +344,6 @@ def _keep_lines_when_shrinking(result: np.ndarray, output_size: tuple[int, int])
         return result
     size = int(np.ceil(scale))
     return cv2.dilate(result, np.ones((size, size), np.uint8))
-
-
-PREVIEW_SIZE_LIMIT = 2048
-
-
-def preprocessors_needing_weights() -> dict[str, str]:
-    return {s.id: s.weights for s in PREPROCESSORS.values() if s.weights}
 
 
 # The rest of the preprocessors register themselves on import. They import their heavy libraries

@@ -30,7 +30,6 @@ from controlnet_core.preprocessors import (
     ParamSpec,
     PreprocessorSpec,
     WeightsUnavailableError,
-    get_preprocessor,
     register,
 )
 
@@ -117,6 +116,13 @@ class AnnotatorCache:
                     store.clear()
                 else:
                     store.pop(name, None)
+
+    def weights_present(self, weights: str) -> bool:
+        """Whether an annotator whose weights are `weights` is loaded, was set, or is in the cache."""
+        with self._lock:
+            sources = [s for s in self._sources.values() if s.weights == weights]
+            ready = any(s.name in self._models for s in sources)
+        return ready or any(source.cached_locally() for source in sources)
 
     def loaded(self) -> list[str]:
         with self._lock:
@@ -249,36 +255,25 @@ def weighted_spec(
     offline_alternative: str | None,
     **kwargs: Any,
 ) -> PreprocessorSpec:
-    """A spec whose `run` adds, to a missing-weights error, which preprocessor of the tab works offline."""
+    """A spec whose `run` names, in a missing-weights error, itself and the preprocessor of the tab
+    that works offline."""
 
-    def run_or_point_to_alternative(image: np.ndarray, **params: Any) -> np.ndarray:
+    def run_or_name_alternative(image: np.ndarray, **params: Any) -> np.ndarray:
         try:
             return run(image, **params)
         except WeightsUnavailableError as error:
-            what, _, how = str(error).partition("\n")
             raise WeightsUnavailableError(
-                f"{label} — {what}\n{_alternative_hint(offline_alternative)}\n{how}".rstrip()
+                f"{label} — {error}", preprocessor=id, offline_alternative=offline_alternative
             ) from error
 
     return PreprocessorSpec(
         id=id,
         label=label,
-        run=run_or_point_to_alternative,
+        run=run_or_name_alternative,
         weights=weights,
         offline_alternative=offline_alternative,
         **kwargs,
     )
-
-
-def _alternative_hint(alternative: str | None) -> str:
-    if alternative is None:
-        return "This tab has no offline alternative for it."
-    spec = get_preprocessor(alternative)
-    if alternative == "none":
-        return (
-            "Works offline in this tab: choose Preprocessor “None” and upload a ready control map."
-        )
-    return f"Works offline in this tab: choose Preprocessor “{spec.label}”."
 
 
 def to_rgb_uint8(result: Any) -> np.ndarray:
@@ -449,7 +444,6 @@ for _spec in (
             ParamSpec("blur", "Blur (sigma)", "float", 1.5, 0.0, 8.0, 0.5),
             ParamSpec("gain", "Gain", "float", 1.0, 0.2, 4.0, 0.1),
         ),
-        description="Blurred Sobel gradient magnitude: HED-like soft edges without weights.",
     ),
     weighted_spec(
         "hed",
@@ -457,7 +451,6 @@ for _spec in (
         _hed,
         _hub("ControlNetHED.pth"),
         _SOFTEDGE_ALTERNATIVE,
-        description="Holistically-nested edge detection (ControlNet 1.1 soft edge).",
     ),
     weighted_spec(
         "hed_safe",
@@ -465,7 +458,6 @@ for _spec in (
         _hed_safe,
         _hub("ControlNetHED.pth"),
         _SOFTEDGE_ALTERNATIVE,
-        description="HED quantised to a few levels, which hides hidden patterns in the map.",
     ),
     weighted_spec(
         "pidinet",
@@ -473,7 +465,6 @@ for _spec in (
         _pidinet,
         _hub("table5_pidinet.pth"),
         _SOFTEDGE_ALTERNATIVE,
-        description="Pixel difference network soft edges.",
     ),
     weighted_spec(
         "pidinet_safe",
@@ -481,7 +472,6 @@ for _spec in (
         _pidinet_safe,
         _hub("table5_pidinet.pth"),
         _SOFTEDGE_ALTERNATIVE,
-        description="PiDiNet quantised to a few levels.",
     ),
     weighted_spec(
         "scribble_hed",
@@ -490,7 +480,6 @@ for _spec in (
         _hub("ControlNetHED.pth"),
         "scribble_edges",
         thin_lines=True,
-        description="HED edges thinned and thresholded into scribble strokes.",
     ),
     weighted_spec(
         "mlsd",
@@ -503,7 +492,6 @@ for _spec in (
             ParamSpec("distance_threshold", "Distance threshold", "float", 0.1, 0.01, 20.0, 0.01),
         ),
         thin_lines=True,
-        description="Mobile line segment detection: straight lines of buildings and rooms.",
     ),
     PreprocessorSpec(
         id="lines_hough",
@@ -515,7 +503,6 @@ for _spec in (
             ParamSpec("max_line_gap", "Maximum gap", "int", 8, 0, 50, 1),
         ),
         thin_lines=True,
-        description="Probabilistic Hough transform on Canny edges: straight lines without weights.",
     ),
     weighted_spec(
         "lineart",
@@ -524,7 +511,6 @@ for _spec in (
         _hub("sk_model.pth", "sk_model2.pth"),
         "lineart_standard",
         thin_lines=True,
-        description="Learned line drawing of a photo (ControlNet 1.1 lineart).",
     ),
     weighted_spec(
         "lineart_coarse",
@@ -533,7 +519,6 @@ for _spec in (
         _hub("sk_model.pth", "sk_model2.pth"),
         "lineart_standard",
         thin_lines=True,
-        description="The coarse lineart model: fewer, bolder lines.",
     ),
     weighted_spec(
         "lineart_anime",
@@ -542,7 +527,6 @@ for _spec in (
         _hub("netG.pth"),
         "lineart_standard",
         thin_lines=True,
-        description="Anime-style line extraction (for control_v11p_sd15s2_lineart_anime).",
     ),
     PreprocessorSpec(
         id="lineart_standard",
@@ -553,7 +537,6 @@ for _spec in (
             ParamSpec("intensity_threshold", "Intensity threshold", "int", 8, 0, 64, 1),
         ),
         thin_lines=True,
-        description="Dark detail relative to a blurred copy: line art without weights.",
     ),
     PreprocessorSpec(
         id="shuffle",
@@ -563,7 +546,6 @@ for _spec in (
             ParamSpec("seed", "Shuffle seed", "int", 0, 0, 2**31 - 1, 1),
             ParamSpec("shuffle_scale", "Warp scale (px)", "int", 256, 16, 512, 16),
         ),
-        description="Randomly warps the image: keeps colours and style, scrambles the layout.",
     ),
 ):
     register(_spec)

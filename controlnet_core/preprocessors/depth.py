@@ -130,7 +130,6 @@ for _spec in (
         _midas,
         _hub("dpt_hybrid-midas-501f0c75.pt"),
         "none",
-        description="Monocular depth estimation, bright = near.",
     ),
     weighted_spec(
         "zoe",
@@ -138,7 +137,6 @@ for _spec in (
         _zoe,
         _hub("ZoeD_M12_N.pt"),
         "none",
-        description="Metric depth estimation (ZoeD_M12_N), bright = near.",
     ),
     weighted_spec(
         "normalbae",
@@ -146,7 +144,6 @@ for _spec in (
         _normalbae,
         _hub("scannet.pt"),
         "normal_from_depth",
-        description="Surface normals estimated from the photo (ControlNet 1.1 normal).",
     ),
     weighted_spec(
         "normal_midas",
@@ -155,14 +152,12 @@ for _spec in (
         _hub("dpt_hybrid-midas-501f0c75.pt"),
         "normal_from_depth",
         params=_NORMAL_PARAMS,
-        description="MiDaS depth of the photo, then normals from its gradients.",
     ),
     PreprocessorSpec(
         id="normal_from_depth",
         label="Normal from an uploaded depth map (offline)",
         run=_normal_from_depth_map,
         params=_NORMAL_PARAMS,
-        description="Upload a depth map (bright = near): normals from its gradients, no weights.",
     ),
 ):
     register(_spec)

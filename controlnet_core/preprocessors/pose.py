@@ -337,7 +337,6 @@ for _spec in (
             ParamSpec("include_hand", "Hands", "bool", False),
             ParamSpec("include_face", "Face", "bool", False),
         ),
-        description="CMU OpenPose body (and optionally hands and face) via controlnet_aux.",
     ),
     PreprocessorSpec(
         id="mediapipe_pose",
@@ -354,7 +353,6 @@ for _spec in (
                 0.05,
             ),
         ),
-        description="mediapipe's bundled pose model, drawn as the 18-keypoint OpenPose skeleton.",
     ),
 ):
     register(_spec)

@@ -307,7 +307,6 @@ for _spec in (
         _seg_upernet,
         f"{SEGMENTER_ID} (transformers UperNet)",
         "seg_palette_snap",
-        description="Semantic segmentation into the 150 ADE20K classes, in their colours.",
     ),
     PreprocessorSpec(
         id="seg_palette_snap",
@@ -326,8 +325,6 @@ for _spec in (
             ),
         ),
         uses_detect_resolution=False,
-        description="For maps painted with the palette below: every pixel becomes its nearest "
-        "ADE20K class colour.",
     ),
 ):
     register(_spec)

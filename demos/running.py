@@ -1,0 +1,127 @@
+"""The run buttons of a tab: Generate, Compare, Sweep (and a preview), and Stop while a run goes.
+
+While a run is in flight its three buttons are disabled (a double click, or Generate then Compare,
+would queue a second run) and Stop is shown; Stop cancels the run, which the engine notices within one
+denoising step (see `demos.hosting.report`). The named API endpoint of each run is the handler itself:
+the steps that switch the buttons are private and run in the browser's event chain only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+Run = tuple[Callable, Sequence[Any], dict[str, Any]]  # handler, its inputs, its endpoint options
+
+# Bring the results column into view when a run starts and ends, only when it is off screen: on a
+# phone it sits far below the buttons; on a desktop the page does not jump.
+SCROLL_TO_RESULTS = """() => {
+  const col = [...document.querySelectorAll(".cn-results-col")].find((c) => c.offsetParent);
+  if (!col) return;
+  const top = col.getBoundingClientRect().top;
+  if (top < 0 || top > innerHeight * 0.5) col.scrollIntoView({behavior: "smooth", block: "start"});
+}"""
+
+# Ctrl/Cmd+Enter (and Shift+Enter, gradio's own) in a prompt clicks its tab's Generate button, so a
+# disabled button (a run in flight) also blocks the keyboard. Passed to launch(head=...).
+KEYS_HEAD = """<script>
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Enter" || e.isComposing || !(e.ctrlKey || e.metaKey || e.shiftKey)) return;
+  const box = e.target.closest && e.target.closest(".cn-prompt");
+  if (!box) return;
+  let scope = box.parentElement;
+  while (scope && !scope.querySelector(".cn-generate")) scope = scope.parentElement;
+  const button = scope && scope.querySelector(".cn-generate");
+  if (!button) return;
+  e.preventDefault(); e.stopPropagation();
+  if (!button.disabled) button.click();
+}, true);
+</script>"""
+
+
+@dataclass
+class RunButtons:
+    generate: gr.Button
+    preview: gr.Button
+    compare: gr.Button | None
+    sweep: gr.Button | None
+    stop: gr.Button
+    enabled: bool  # False: this backend cannot generate for the tab (a preview still works)
+
+    @property
+    def runs(self) -> list[gr.Button]:
+        return [b for b in (self.generate, self.compare, self.sweep) if b is not None]
+
+    def wire(
+        self,
+        *,
+        generate: Run,
+        compare: Run,
+        sweep: Run | None = None,
+        outputs: Sequence[Any],
+        results: gr.components.Component,
+    ) -> None:
+        """Attach each run to its button, with Stop.
+
+        In gradio 6 a run's `.then` follows a success and a cancel but not an error: `.failure`
+        re-enables the buttons then, and clears the "Error" mark over the results (their previous
+        images stay; the message is in the toast).
+        """
+        common = {"outputs": list(outputs), "concurrency_id": "generate"}
+        # Progress and errors show on the results only, not as "Error" pills over the seed box.
+        common["show_progress_on"] = [results]
+        events = []
+        triggers = [(self.generate, generate), (self.compare, compare)]
+        if sweep is not None:
+            triggers.append((self.sweep, sweep))
+        for button, (fn, inputs, options) in triggers:
+            started = button.click(self._busy, outputs=self._switched, **_instant())
+            run = started.then(fn, inputs=list(inputs), **options, **common)
+            run.then(self._idle, outputs=self._switched, js=SCROLL_TO_RESULTS, **_instant())
+            run.failure(
+                lambda: [*self._idle(), gr.skip()],
+                outputs=[*self._switched, results],
+                **_instant(),
+            )
+            button.click(None, js=SCROLL_TO_RESULTS)
+            events.append(run)
+        self.stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
+
+    @property
+    def _switched(self) -> list[gr.Button]:
+        return [*self.runs, self.preview, self.stop]
+
+    def _busy(self):
+        buttons = [gr.update(interactive=False) for _ in [*self.runs, self.preview]]
+        return buttons + [gr.update(visible=True)]
+
+    def _idle(self):
+        runs = [gr.update(interactive=self.enabled) for _ in self.runs]
+        return runs + [gr.update(interactive=True), gr.update(visible=False)]
+
+
+def _instant() -> dict[str, Any]:
+    """Options of the button-switching steps: no queue, no API endpoint, no progress display."""
+    return {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+
+
+def run_buttons(enabled: bool, with_sweep: bool = True, with_preview: bool = True) -> RunButtons:
+    """Generate and Preview map, Compare and Sweep, and a Stop button hidden until a run starts."""
+    why = None if enabled else "This backend has no ControlNet for this tab (see the note)."
+    with gr.Row():
+        generate = gr.Button(
+            "Generate", variant="primary", interactive=enabled, elem_classes=["cn-generate"]
+        )
+        preview = gr.Button("Preview map", visible=with_preview)
+    with gr.Row():
+        compare = gr.Button("Compare with plain SD", interactive=enabled)
+        sweep = gr.Button("Sweep", interactive=enabled) if with_sweep else None
+    stop = gr.Button("Stop", variant="stop", visible=False)
+    if why:
+        gr.Markdown(f"*{why} Preview map works.*", elem_classes=["backend-note"])
+    else:
+        gr.Markdown("Ctrl+Enter (⌘+Enter) in the prompt generates.", elem_classes=["backend-note"])
+    return RunButtons(generate, preview, compare, sweep, stop, enabled)
