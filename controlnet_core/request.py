@@ -60,23 +60,16 @@ CONTROL_FIELDS = tuple(f.name for f in fields(ControlSpec))
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
+class GenerationRequest(ControlSpec):
     """Every setting of one generation. See `Engine.validate` for the allowed ranges.
 
-    The main ControlNet's fields are those of `ControlSpec`, under the same names. `extra_controls`
-    adds more ControlNets (multi-ControlNet); their images are passed to `Engine.generate` alongside
-    the main control image.
+    Its own fields (those of `ControlSpec`) are the main ControlNet's. `extra_controls` adds more
+    ControlNets (multi-ControlNet); their images are passed to `Engine.generate` alongside the main
+    control image. Build it with keyword arguments.
     """
 
-    modality: str
     prompt: str = ""
     negative_prompt: str = ""
-    preprocessor: str | None = None
-    preprocessor_params: Mapping[str, Any] = field(default_factory=dict)
-    detect_resolution: int = 512
-    conditioning_scale: float = 1.0
-    guidance_start: float = 0.0
-    guidance_end: float = 1.0
     guess_mode: bool = False
     steps: int = 20
     guidance_scale: float = 7.5

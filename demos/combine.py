@@ -8,6 +8,12 @@ SD) and `/combine_load_recipe` (refill the tab from a PNG made here or its JSON 
 
 from __future__ import annotations
 
+import os
+import sys
+
+if not __package__:  # run as `python demos/<tab>.py`: the repo root holds the packages
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any

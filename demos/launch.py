@@ -1,4 +1,4 @@
-"""Start-up shared by app.py and the single tabs (`python -m demos.canny`): the settings, checked
+"""Start-up shared by app.py and the single tabs (`python demos/canny.py`): the settings, checked
 before anything heavy starts, the folder the server writes to, and the options of every launch."""
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ the preprocessor to "none".
 
 from __future__ import annotations
 
+import os
+import sys
+
+if not __package__:  # run as `python demos/<tab>.py`: the repo root holds the packages
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import gradio as gr
 import numpy as np
 

@@ -348,3 +348,40 @@ def test_combine_errors_name_the_unit(served):
     )
     with pytest.raises(Exception, match=r"ControlNet 3 · Start: \(0.9\) must be less"):
         client.predict(*args, api_name="/combine")
+
+
+def test_a_tab_runs_alone_with_the_apps_look(tmp_path):
+    """`python demos/<tab>.py` serves that tab with the app's theme, CSS and keyboard script."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    port = free_port()
+    env = {**__import__("os").environ, "GRADIO_TEMP_DIR": str(tmp_path)}
+    server = subprocess.Popen(
+        [sys.executable, "demos/canny.py", "--backend", "tiny", "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as reply:
+                    config = json.loads(reply.read())
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.5)
+        assert ".cn-results" in config["css"] and "cn-generate" in config["head"]
+        assert config["theme"] == "soft"
+        assert any(d.get("api_name") == "canny" for d in config["dependencies"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
