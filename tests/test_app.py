@@ -10,7 +10,7 @@ from PIL import Image
 from app import build_app
 from controlnet_core.engine import Engine
 from controlnet_core.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import FAST, free_port
 
 
 def endpoint_args(client: Client, endpoint: str, image, **overrides):
@@ -43,14 +43,8 @@ def served(tmp_path_factory):
     demo.close()
 
 
-FAST = {
-    "prompt": "a red square",
-    "steps": 2,
-    "resolution": 64,
-    "randomize_seed": False,
-    "seed": 5,
-    "num_images": 2,
-}
+# Two images from seed 5 (their captions are "seed 5" and "seed 6"), in two steps.
+SETTINGS = {**FAST, "steps": 2, "randomize_seed": False, "seed": 5, "num_images": 2}
 
 
 def _load(path) -> np.ndarray:
@@ -61,7 +55,7 @@ def _load(path) -> np.ndarray:
 def test_upload_endpoints_return_map_then_images_and_recipe(served, endpoint):
     client, square = served
     gallery, recipe, seed, _ = client.predict(
-        *endpoint_args(client, endpoint, handle_file(str(square)), **FAST), api_name=endpoint
+        *endpoint_args(client, endpoint, handle_file(str(square)), **SETTINGS), api_name=endpoint
     )
     assert [item["caption"] for item in gallery] == ["Control map", "seed 5", "seed 6"]
     control = _load(gallery[0]["image"])
@@ -83,7 +77,7 @@ def test_sketch_endpoint_takes_a_canvas(served, tmp_path):
         "composite": handle_file(str(tmp_path / "canvas.png")),
     }
     gallery, recipe, _, _ = client.predict(
-        *endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch"
+        *endpoint_args(client, "/sketch", value, **SETTINGS), api_name="/sketch"
     )
     control = _load(gallery[0]["image"])[..., 0]
     assert recipe["preprocessor"] == "sketch_canvas"
@@ -94,7 +88,7 @@ def test_empty_canvas_gives_a_clear_error(served):
     client, _ = served
     value = {"background": None, "layers": [], "composite": None}
     with pytest.raises(Exception, match="canvas is empty"):
-        client.predict(*endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch")
+        client.predict(*endpoint_args(client, "/sketch", value, **SETTINGS), api_name="/sketch")
 
 
 def test_preview_map_endpoint_runs_only_the_preprocessor(served):
@@ -108,11 +102,13 @@ def test_preview_map_endpoint_runs_only_the_preprocessor(served):
 
 def test_invalid_input_is_a_message_not_a_traceback(served):
     client, square = served
-    args = endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "resolution": 100})
+    args = endpoint_args(
+        client, "/canny", handle_file(str(square)), **{**SETTINGS, "resolution": 100}
+    )
     with pytest.raises(Exception, match="resolution must be a multiple of 64"):
         client.predict(*args, api_name="/canny")
     with pytest.raises(Exception, match="Upload an image first"):
-        client.predict(*endpoint_args(client, "/canny", None, **FAST), api_name="/canny")
+        client.predict(*endpoint_args(client, "/canny", None, **SETTINGS), api_name="/canny")
 
 
 def test_missing_weights_message_reaches_the_page():
@@ -127,13 +123,13 @@ def test_missing_weights_message_reaches_the_page():
         Image.fromarray(image).save(path)
         with pytest.raises(Exception, match="could not be loaded") as caught:
             client.predict(
-                *endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny"
+                *endpoint_args(client, "/canny", handle_file(path), **SETTINGS), api_name="/canny"
             )
         assert "Traceback" not in str(caught.value)
         # The app keeps running: the next request is answered (with the same clear message).
         with pytest.raises(Exception, match="--backend toy"):
             client.predict(
-                *endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny"
+                *endpoint_args(client, "/canny", handle_file(path), **SETTINGS), api_name="/canny"
             )
     finally:
         demo.close()
@@ -142,7 +138,7 @@ def test_missing_weights_message_reaches_the_page():
 def test_compare_endpoint_returns_plain_and_controlled_with_recipes(served):
     client, square = served
     gallery, recipe, _, slider = client.predict(
-        *endpoint_args(client, "/canny_compare", handle_file(str(square)), **FAST),
+        *endpoint_args(client, "/canny_compare", handle_file(str(square)), **SETTINGS),
         api_name="/canny_compare",
     )
     assert [item["caption"] for item in gallery] == [
@@ -167,7 +163,7 @@ def test_sweep_endpoint_labels_each_value(served):
         client,
         "/canny_sweep",
         handle_file(str(square)),
-        **FAST,
+        **SETTINGS,
         sweep_parameter="strength",
         sweep_values="0, 1",
     )
@@ -175,7 +171,7 @@ def test_sweep_endpoint_labels_each_value(served):
     assert [item["caption"] for item in gallery] == ["Control map", "strength 0", "strength 1"]
     assert recipe["sweep"] == {"parameter": "strength", "values": [0.0, 1.0]}
     bad = endpoint_args(
-        client, "/canny_sweep", handle_file(str(square)), **FAST, sweep_values="0, lots"
+        client, "/canny_sweep", handle_file(str(square)), **SETTINGS, sweep_values="0, lots"
     )
     with pytest.raises(Exception, match="'lots' is not"):
         client.predict(*bad, api_name="/canny_sweep")
@@ -184,7 +180,7 @@ def test_sweep_endpoint_labels_each_value(served):
 def test_load_recipe_refills_the_tab(served):
     client, square = served
     gallery, *_ = client.predict(
-        *endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "seed": 77}),
+        *endpoint_args(client, "/canny", handle_file(str(square)), **{**SETTINGS, "seed": 77}),
         api_name="/canny",
     )
     values = client.predict(handle_file(gallery[1]["image"]), api_name="/canny_load_recipe")
@@ -288,7 +284,7 @@ def test_text_flags_and_seeds_near_the_maximum(served):
         client,
         "/canny",
         handle_file(str(square)),
-        **{**FAST, "seed": 2**32 - 1, "randomize_seed": "false"},
+        **{**SETTINGS, "seed": 2**32 - 1, "randomize_seed": "false"},
     )
     gallery, recipe, seed, _ = client.predict(*args, api_name="/canny")
     assert seed == 2**32 - 1 and recipe["seeds"] == [2**32 - 1, 0]
@@ -328,7 +324,7 @@ def test_recipes_go_to_the_right_tab(served):
     assert np.array_equal(_load(again[2]["image"]), _load(gallery[2]["image"]))
     # A single-modality recipe loads in its own tab, not another's.
     single, *_ = client.predict(
-        *endpoint_args(client, "/canny", handle_file(str(square)), **FAST), api_name="/canny"
+        *endpoint_args(client, "/canny", handle_file(str(square)), **SETTINGS), api_name="/canny"
     )
     with pytest.raises(Exception, match="This recipe is for the Canny tab"):
         client.predict(handle_file(single[1]["image"]), api_name="/scribble_load_recipe")

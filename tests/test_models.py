@@ -14,8 +14,7 @@ from controlnet_core.models import ModelManager, pick_device, pick_dtype, resolv
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import Settings, settings_from_cli, settings_from_env
 from controlnet_core.tiny import tiny_controlnet, tiny_pipeline
-
-FAST = {"steps": 3, "resolution": 64, "prompt": "a red square"}
+from tests.conftest import FAST
 
 
 def test_base_and_controlnets_load_once_and_are_cached():
