@@ -38,3 +38,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def endpoint_args(client, endpoint: str, **values) -> list:
+    """Positional arguments for `endpoint`: its API defaults, with `values` by parameter name.
+
+    Built from the API description, so parameters appended later keep their defaults; a name the
+    endpoint does not have fails the test instead of silently leaving the default in place.
+    """
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
+    names = [parameter["parameter_name"] for parameter in info["parameters"]]
+    unknown = [name for name in values if name not in names]
+    assert not unknown, f"{endpoint} has no parameter {unknown}; it has {names}"
+    args = []
+    for parameter in info["parameters"]:
+        name = parameter["parameter_name"]
+        if name in values:
+            args.append(values[name])
+        elif parameter.get("parameter_has_default"):
+            args.append(parameter["parameter_default"])
+        else:
+            args.append(None)
+    return args

@@ -21,8 +21,7 @@ from controlnet_core.recipes import read_recipe
 from controlnet_core.settings import Settings
 from controlnet_core.storage import PREFIX, ServerFolder, remove_orphans
 from demos.hosting import MAX_MESSAGE_CHARS, page_text, user_errors
-from tests.conftest import free_port
-from tests.test_app import endpoint_args
+from tests.conftest import endpoint_args, free_port
 
 
 def bomb_png(path, side: int = 13000) -> str:
@@ -99,7 +98,7 @@ def served_canny(tmp_path_factory):
 
 def _canny_error(client, image, **overrides) -> str:
     args = endpoint_args(
-        client, "/canny", handle_file(str(image)), steps=2, resolution=64, **overrides
+        client, "/canny", image=handle_file(str(image)), steps=2, resolution=64, **overrides
     )
     with pytest.raises(Exception) as caught:
         client.predict(*args, api_name="/canny")
@@ -235,7 +234,7 @@ def slow_server(tmp_path_factory):
 
 def _long_job(client, image):
     args = endpoint_args(
-        client, "/canny", image, steps=100, resolution=512, randomize_seed=False, seed=1
+        client, "/canny", image=image, steps=100, resolution=512, randomize_seed=False, seed=1
     )
     return client.submit(*args, api_name="/canny")
 
@@ -265,7 +264,9 @@ def test_cancelling_a_job_stops_its_denoising_loop(slow_server):
     time.sleep(1.0)
     assert time.process_time() - cpu < 0.3
     # The worker takes the next job.
-    args = endpoint_args(client, "/canny", image, steps=2, resolution=64, randomize_seed=False)
+    args = endpoint_args(
+        client, "/canny", image=image, steps=2, resolution=64, randomize_seed=False
+    )
     gallery, *_ = client.predict(*args, api_name="/canny")
     assert len(gallery) == 2
 
@@ -355,7 +356,7 @@ def test_outputs_are_stored_once(tmp_path, monkeypatch):
         source = tmp_path.parent / "square.png"
         Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(source)
         args = endpoint_args(
-            client, "/canny", handle_file(str(source)), steps=2, resolution=64, num_images=2
+            client, "/canny", image=handle_file(str(source)), steps=2, resolution=64, num_images=2
         )
         client.predict(*args, api_name="/canny")
         pngs = list(tmp_path.rglob("*.png"))
