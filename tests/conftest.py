@@ -8,6 +8,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -38,6 +40,42 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- served apps ------------------------------------------------------------------------------
+
+ServeApp = Callable[..., tuple]
+
+
+@pytest.fixture(scope="module")
+def serve_app() -> Iterator[ServeApp]:
+    """Serve apps for this test module; every one is closed when the module's tests are done.
+
+    `serve(modality_ids=None, settings=None, combine=True)` builds the app (all tabs by default) on
+    an engine with `settings` (the tiny backend by default), launches it on a free port and returns
+    `(client, demo, engine)`.
+    """
+    from gradio_client import Client
+
+    from app import build_app
+
+    demos = []
+
+    def serve(
+        modality_ids: Sequence[str] | None = None,
+        settings: Settings | None = None,
+        combine: bool = True,
+    ) -> tuple:
+        engine = Engine(settings or Settings(backend="tiny"))
+        demo = build_app(engine, modality_ids, combine=combine)
+        port = free_port()
+        demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+        demos.append(demo)
+        return Client(f"http://127.0.0.1:{port}", verbose=False), demo, engine
+
+    yield serve
+    for demo in demos:
+        demo.close()
 
 
 def endpoint_args(client, endpoint: str, **values) -> list:

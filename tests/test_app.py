@@ -10,21 +10,17 @@ from PIL import Image
 from app import build_app
 from controlnet_core.engine import Engine
 from controlnet_core.settings import Settings
-from tests.conftest import FAST, endpoint_args, free_port
+from tests.conftest import FAST, endpoint_args
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    engine = Engine(Settings(backend="tiny"))
-    demo = build_app(engine, ["canny", "scribble", "sketch"])
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+def served(serve_app, tmp_path_factory):
+    client, _, _ = serve_app(["canny", "scribble", "sketch"])
     folder = tmp_path_factory.mktemp("inputs")
     square = np.full((96, 96, 3), 255, np.uint8)
     square[24:72, 24:72] = 0
     Image.fromarray(square).save(folder / "square.png")
-    yield Client(f"http://127.0.0.1:{port}", verbose=False), folder / "square.png"
-    demo.close()
+    return client, folder / "square.png"
 
 
 # Two images from seed 5 (their captions are "seed 5" and "seed 6"), in two steps.
@@ -96,30 +92,24 @@ def test_invalid_input_is_a_message_not_a_traceback(served):
         client.predict(*endpoint_args(client, "/canny", image=None, **SETTINGS), api_name="/canny")
 
 
-def test_missing_weights_message_reaches_the_page():
-    engine = Engine(Settings(backend="real", base_model="nobody/no-such-model", device="cpu"))
-    demo = build_app(engine, ["canny"])
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}", verbose=False)
-        image = np.full((64, 64, 3), 200, np.uint8)
-        path = f"{__import__('tempfile').mkdtemp()}/gray.png"
-        Image.fromarray(image).save(path)
-        with pytest.raises(Exception, match="could not be loaded") as caught:
-            client.predict(
-                *endpoint_args(client, "/canny", image=handle_file(path), **SETTINGS),
-                api_name="/canny",
-            )
-        assert "Traceback" not in str(caught.value)
-        # The app keeps running: the next request is answered (with the same clear message).
-        with pytest.raises(Exception, match="--backend toy"):
-            client.predict(
-                *endpoint_args(client, "/canny", image=handle_file(path), **SETTINGS),
-                api_name="/canny",
-            )
-    finally:
-        demo.close()
+def test_missing_weights_message_reaches_the_page(serve_app):
+    settings = Settings(backend="real", base_model="nobody/no-such-model", device="cpu")
+    client, _, _ = serve_app(["canny"], settings)
+    image = np.full((64, 64, 3), 200, np.uint8)
+    path = f"{__import__('tempfile').mkdtemp()}/gray.png"
+    Image.fromarray(image).save(path)
+    with pytest.raises(Exception, match="could not be loaded") as caught:
+        client.predict(
+            *endpoint_args(client, "/canny", image=handle_file(path), **SETTINGS),
+            api_name="/canny",
+        )
+    assert "Traceback" not in str(caught.value)
+    # The app keeps running: the next request is answered (with the same clear message).
+    with pytest.raises(Exception, match="--backend toy"):
+        client.predict(
+            *endpoint_args(client, "/canny", image=handle_file(path), **SETTINGS),
+            api_name="/canny",
+        )
 
 
 def test_compare_endpoint_returns_plain_and_controlled_with_recipes(served):

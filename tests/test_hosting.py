@@ -85,15 +85,12 @@ def test_a_huge_recipe_is_refused_with_a_short_message():
 
 
 @pytest.fixture(scope="module")
-def served_canny(tmp_path_factory):
-    demo = build_app(Engine(Settings(backend="tiny")), ["canny"], combine=False)
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+def served_canny(serve_app, tmp_path_factory):
+    client, _, _ = serve_app(["canny"], combine=False)
     folder = tmp_path_factory.mktemp("files")
     Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(folder / "gray.png")
     (folder / "notes.png").write_text("not an image")
-    yield Client(f"http://127.0.0.1:{port}", verbose=False), folder
-    demo.close()
+    return client, folder
 
 
 def _canny_error(client, image, **overrides) -> str:
@@ -216,20 +213,17 @@ class StepCounter:
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory):
+def slow_server(serve_app, tmp_path_factory):
     """A served app whose generations take seconds (512 px, many steps) on the tiny backend."""
-    engine = Engine(Settings(backend="tiny", max_steps=100))
-    demo = build_app(engine, ["canny"], combine=False)
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    client, demo, engine = serve_app(
+        ["canny"], Settings(backend="tiny", max_steps=100), combine=False
+    )
     image = tmp_path_factory.mktemp("inputs") / "square.png"
     square = np.full((512, 512, 3), 255, np.uint8)
     square[128:384, 128:384] = 0
     Image.fromarray(square).save(image)
-    client = Client(f"http://127.0.0.1:{port}", verbose=False)
     engine.generate(GenerationRequest(modality="canny", steps=1, resolution=64), square)
-    yield client, engine, handle_file(str(image)), demo
-    demo.close()
+    return client, engine, handle_file(str(image)), demo
 
 
 def _long_job(client, image):
@@ -344,31 +338,24 @@ def test_folders_of_dead_processes_are_removed(tmp_path):
     assert alive.exists() and other.exists()
 
 
-def test_outputs_are_stored_once(tmp_path, monkeypatch):
+def test_outputs_are_stored_once(serve_app, tmp_path, monkeypatch):
     """Result PNGs are written into gradio's cache folder, so gradio serves them without a copy."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    engine = Engine(Settings(backend="tiny"))
-    demo = build_app(engine, ["canny"], combine=False)
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}", verbose=False)
-        source = tmp_path.parent / "square.png"
-        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(source)
-        args = endpoint_args(
-            client, "/canny", image=handle_file(str(source)), steps=2, resolution=64, num_images=2
-        )
-        client.predict(*args, api_name="/canny")
-        pngs = list(tmp_path.rglob("*.png"))
-        outputs = sorted(p for p in pngs if "outputs" in p.parts)
-        # One map + two images, once each; no copy of them elsewhere in the cache.
-        assert len(outputs) == 3
-        assert not [p for p in pngs if p not in outputs and ("seed" in p.name or "map" in p.name)]
-        images = [p for p in outputs if "seed" in p.name]
-        recipe = json.loads(Image.open(images[-1]).info["controlnet_recipe"])
-        assert recipe["modality"] == "canny" and recipe["num_images"] == 2
-    finally:
-        demo.close()
+    client, _, _ = serve_app(["canny"], combine=False)
+    source = tmp_path.parent / "square.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(source)
+    args = endpoint_args(
+        client, "/canny", image=handle_file(str(source)), steps=2, resolution=64, num_images=2
+    )
+    client.predict(*args, api_name="/canny")
+    pngs = list(tmp_path.rglob("*.png"))
+    outputs = sorted(p for p in pngs if "outputs" in p.parts)
+    # One map + two images, once each; no copy of them elsewhere in the cache.
+    assert len(outputs) == 3
+    assert not [p for p in pngs if p not in outputs and ("seed" in p.name or "map" in p.name)]
+    images = [p for p in outputs if "seed" in p.name]
+    recipe = json.loads(Image.open(images[-1]).info["controlnet_recipe"])
+    assert recipe["modality"] == "canny" and recipe["num_images"] == 2
 
 
 # --- ZeroGPU --------------------------------------------------------------------------------

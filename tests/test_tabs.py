@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from PIL import Image
 
 from app import build_app
@@ -15,7 +15,7 @@ from controlnet_core.preprocessors import PREPROCESSORS
 from controlnet_core.preprocessors.pose import COLORS
 from controlnet_core.settings import Settings
 from demos.examples import depth_scene, seg_landscape, shapes_drawing, skimage_sample
-from tests.conftest import endpoint_args, free_port
+from tests.conftest import endpoint_args
 
 
 def offline_preprocessor(modality_id: str) -> str:
@@ -39,14 +39,9 @@ def recipe_of(outputs) -> dict:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    demo = build_app(Engine(Settings(backend="tiny")))
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}", verbose=False)
-    finally:
-        demo.close()
+def client(serve_app):
+    client, _, _ = serve_app()
+    return client
 
 
 def _load(path) -> np.ndarray:
