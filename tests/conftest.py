@@ -8,7 +8,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Callable, Iterable, Iterator, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -98,3 +99,53 @@ def endpoint_args(client, endpoint: str, **values) -> list:
         else:
             args.append(None)
     return args
+
+
+# --- races ------------------------------------------------------------------------------------
+
+
+class Arrivals:
+    """Which of `threads` reached a point of a race; `wait_for(n)` blocks until n of them have.
+
+    A thread that waits for the others inside a critical section (holding a lock they need) cannot
+    meet them at a `threading.Barrier`: they report their arrival instead, through `ReportingLock`
+    as they ask for the lock, or with `arrive()` where they would get in without it.
+    """
+
+    def __init__(self, threads: Iterable[threading.Thread]) -> None:
+        self._threads = set(threads)
+        self._arrived: set[threading.Thread] = set()
+        self._changed = threading.Condition()
+
+    def arrive(self) -> None:
+        thread = threading.current_thread()
+        if thread in self._threads:
+            with self._changed:
+                self._arrived.add(thread)
+                self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: len(self._arrived) >= count, timeout)
+        assert arrived, f"only {len(self._arrived)} of {count} threads arrived in {timeout} s"
+
+
+class ReportingLock:
+    """A lock that reports each thread asking for it to `arrivals`, then takes `lock` as asked."""
+
+    def __init__(self, lock, arrivals: Arrivals) -> None:
+        self._lock = lock
+        self._arrivals = arrivals
+
+    def acquire(self, *args, **kwargs) -> bool:
+        self._arrivals.arrive()
+        return self._lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

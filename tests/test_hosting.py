@@ -194,22 +194,26 @@ class StepCounter:
 
     def __init__(self, engine: Engine) -> None:
         self.calls = 0
+        self._stepped = threading.Condition()
         engine.manager.base().unet.register_forward_hook(self._hook)
 
     def _hook(self, *_):
-        self.calls += 1
+        with self._stepped:
+            self.calls += 1
+            self._stepped.notify_all()
 
-    def settle(self, quiet: float = 1.0, limit: float = 20.0) -> float:
-        """Seconds until no step ran for `quiet` seconds (fails after `limit`)."""
-        started = time.monotonic()
-        last, last_change = self.calls, time.monotonic()
-        while time.monotonic() - started < limit:
-            time.sleep(0.1)
-            if self.calls != last:
-                last, last_change = self.calls, time.monotonic()
-            elif time.monotonic() - last_change >= quiet:
-                return last_change - started
-        raise AssertionError(f"steps still running after {limit} s")
+    def wait_for(self, calls: int, limit: float = 30.0) -> None:
+        """Return as soon as `calls` steps have run (fails after `limit` seconds)."""
+        with self._stepped:
+            ran = self._stepped.wait_for(lambda: self.calls >= calls, limit)
+        assert ran, "the job never started denoising"
+
+    def settle(self, quiet: float = 1.0, limit: float = 20.0) -> None:
+        """Return once no step ran for `quiet` seconds (fails after `limit`)."""
+        deadline = time.monotonic() + limit
+        with self._stepped:
+            while self._stepped.wait(quiet):  # woken by a step: not quiet yet
+                assert time.monotonic() < deadline, f"steps still running after {limit} s"
 
 
 @pytest.fixture(scope="module")
@@ -233,20 +237,13 @@ def _long_job(client, image):
     return client.submit(*args, api_name="/canny")
 
 
-def _wait_running(counter: StepCounter, before: int, limit: float = 30.0) -> None:
-    started = time.monotonic()
-    while counter.calls < before + 2:
-        assert time.monotonic() - started < limit, "the job never started denoising"
-        time.sleep(0.05)
-
-
 def test_cancelling_a_job_stops_its_denoising_loop(slow_server):
     client, engine, image, _ = slow_server
     counter = StepCounter(engine)
     for _round in range(2):  # a second cancelled job must not pile up on the first
         before = counter.calls
         job = _long_job(client, image)
-        _wait_running(counter, before)
+        counter.wait_for(before + 2)
         job.cancel()
         cancelled_at = counter.calls
         counter.settle()
@@ -273,7 +270,7 @@ def test_a_closed_browser_tab_stops_its_job(slow_server):
     other = Client(client.src, verbose=False)
     before = counter.calls
     job = _long_job(other, image)
-    _wait_running(counter, before)
+    counter.wait_for(before + 2)
     for events in list(demo._queue.active_jobs):
         for event in events or ():
             if event.session_hash == other.session_hash:
@@ -312,20 +309,25 @@ def test_server_folder_sweeps_old_files_and_goes_at_close(tmp_path):
     assert not folder.path.exists()
 
 
-def test_sweeper_thread_runs_on_its_own(tmp_path):
+def test_sweeper_thread_runs_on_its_own(tmp_path, monkeypatch):
     folder = ServerFolder(tmp_path)
     stale = folder.path / "stale.png"
     stale.write_bytes(b"x")
     os.utime(stale, (time.time() - 100, time.time() - 100))
     done = threading.Event()
-    folder.start_sweeper(interval=0.05, max_age=10)
-    for _ in range(100):
+    sweep = folder.sweep
+
+    def sweep_and_tell(*args, **kwargs):
+        deleted = sweep(*args, **kwargs)
         if not stale.exists():
             done.set()
-            break
-        time.sleep(0.05)
+        return deleted
+
+    monkeypatch.setattr(folder, "sweep", sweep_and_tell)  # what the sweeper thread calls
+    folder.start_sweeper(interval=0.05, max_age=10)
+    swept = done.wait(timeout=5)
     folder.close()
-    assert done.is_set()
+    assert swept
 
 
 def test_folders_of_dead_processes_are_removed(tmp_path):
