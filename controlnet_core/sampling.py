@@ -17,6 +17,7 @@ the conditional half of classifier-free guidance only, so CFG amplifies the cont
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from controlnet_core.errors import shown
 from controlnet_core.request import CONTROL_MODES
 
 SOFT_WEIGHT_BASE = 0.825
+_ENCODE_LOCK = threading.Lock()
 
 StepCallback = Callable[[int, int], None]
 
@@ -112,9 +114,12 @@ def sample(
         )
     cond_only = do_cfg and (guess_mode or control_mode == "controlnet")
 
-    prompt_embeds, negative_embeds = pipe.encode_prompt(
-        prompt, device, batch, do_cfg, negative_prompt or None
-    )
+    # Requests share the base pipeline, and its tokenizer is not safe to call from two threads at
+    # once (two concurrent runs gave one of them another prompt's embedding about 1 time in 4).
+    with _ENCODE_LOCK:
+        prompt_embeds, negative_embeds = pipe.encode_prompt(
+            prompt, device, batch, do_cfg, negative_prompt or None
+        )
     text = torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds
 
     control_images = [

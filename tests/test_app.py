@@ -10,47 +10,21 @@ from PIL import Image
 from app import build_app
 from controlnet_core import Engine
 from controlnet_core.settings import Settings
-from tests.conftest import free_port
-
-
-def endpoint_args(client: Client, endpoint: str, image, **overrides):
-    """Positional arguments for a modality endpoint: its API defaults, with `overrides` by name."""
-    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
-    args = []
-    for parameter in info["parameters"]:
-        name = parameter["parameter_name"]
-        if name in overrides:
-            args.append(overrides[name])
-        elif parameter.get("parameter_has_default"):
-            args.append(parameter["parameter_default"])
-        else:
-            args.append(None)
-    args[0] = image
-    return args
+from tests.conftest import FAST, endpoint_args, free_port
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    engine = Engine(Settings(backend="tiny"))
-    demo = build_app(engine, ["canny", "scribble", "sketch"])
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+def served(serve_app, tmp_path_factory):
+    client, _, _ = serve_app(["canny", "scribble", "sketch"])
     folder = tmp_path_factory.mktemp("inputs")
     square = np.full((96, 96, 3), 255, np.uint8)
     square[24:72, 24:72] = 0
     Image.fromarray(square).save(folder / "square.png")
-    yield Client(f"http://127.0.0.1:{port}", verbose=False), folder / "square.png"
-    demo.close()
+    return client, folder / "square.png"
 
 
-FAST = {
-    "prompt": "a red square",
-    "steps": 2,
-    "resolution": 64,
-    "randomize_seed": False,
-    "seed": 5,
-    "num_images": 2,
-}
+# Two images from seed 5 (their captions are "seed 5" and "seed 6"), in two steps.
+SETTINGS = {**FAST, "steps": 2, "randomize_seed": False, "seed": 5, "num_images": 2}
 
 
 def _load(path) -> np.ndarray:
@@ -61,7 +35,8 @@ def _load(path) -> np.ndarray:
 def test_upload_endpoints_return_map_then_images_and_recipe(served, endpoint):
     client, square = served
     gallery, recipe, seed, _ = client.predict(
-        *endpoint_args(client, endpoint, handle_file(str(square)), **FAST), api_name=endpoint
+        *endpoint_args(client, endpoint, image=handle_file(str(square)), **SETTINGS),
+        api_name=endpoint,
     )
     assert [item["caption"] for item in gallery] == ["Control map", "seed 5", "seed 6"]
     control = _load(gallery[0]["image"])
@@ -83,7 +58,7 @@ def test_sketch_endpoint_takes_a_canvas(served, tmp_path):
         "composite": handle_file(str(tmp_path / "canvas.png")),
     }
     gallery, recipe, _, _ = client.predict(
-        *endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch"
+        *endpoint_args(client, "/sketch", image=value, **SETTINGS), api_name="/sketch"
     )
     control = _load(gallery[0]["image"])[..., 0]
     assert recipe["preprocessor"] == "sketch_canvas"
@@ -94,55 +69,53 @@ def test_empty_canvas_gives_a_clear_error(served):
     client, _ = served
     value = {"background": None, "layers": [], "composite": None}
     with pytest.raises(Exception, match="canvas is empty"):
-        client.predict(*endpoint_args(client, "/sketch", value, **FAST), api_name="/sketch")
+        client.predict(
+            *endpoint_args(client, "/sketch", image=value, **SETTINGS), api_name="/sketch"
+        )
 
 
 def test_preview_map_endpoint_runs_only_the_preprocessor(served):
     client, square = served
-    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/canny_map"]
-    args = [p.get("parameter_default") for p in info["parameters"]]
-    args[0] = handle_file(str(square))
+    args = endpoint_args(client, "/canny_map", image=handle_file(str(square)))
     gallery = client.predict(*args, api_name="/canny_map")
     assert len(gallery) == 1 and gallery[0]["caption"] == "Control map"
 
 
 def test_invalid_input_is_a_message_not_a_traceback(served):
     client, square = served
-    args = endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "resolution": 100})
+    args = endpoint_args(
+        client, "/canny", image=handle_file(str(square)), **{**SETTINGS, "resolution": 100}
+    )
     with pytest.raises(Exception, match=r"Resolution \(short side\): must be a multiple of 64"):
         client.predict(*args, api_name="/canny")
     with pytest.raises(Exception, match="Upload an image first"):
-        client.predict(*endpoint_args(client, "/canny", None, **FAST), api_name="/canny")
+        client.predict(*endpoint_args(client, "/canny", image=None, **SETTINGS), api_name="/canny")
 
 
-def test_missing_weights_message_reaches_the_page():
-    engine = Engine(Settings(backend="real", base_model="nobody/no-such-model", device="cpu"))
-    demo = build_app(engine, ["canny"])
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}", verbose=False)
-        image = np.full((64, 64, 3), 200, np.uint8)
-        path = f"{__import__('tempfile').mkdtemp()}/gray.png"
-        Image.fromarray(image).save(path)
-        with pytest.raises(Exception, match="could not be loaded") as caught:
-            client.predict(
-                *endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny"
-            )
-        assert "Traceback" not in str(caught.value)
-        # The app keeps running: the next request is answered (with the same clear message).
-        with pytest.raises(Exception, match="--backend toy"):
-            client.predict(
-                *endpoint_args(client, "/canny", handle_file(path), **FAST), api_name="/canny"
-            )
-    finally:
-        demo.close()
+def test_missing_weights_message_reaches_the_page(serve_app):
+    settings = Settings(backend="real", base_model="nobody/no-such-model", device="cpu")
+    client, _, _ = serve_app(["canny"], settings)
+    image = np.full((64, 64, 3), 200, np.uint8)
+    path = f"{__import__('tempfile').mkdtemp()}/gray.png"
+    Image.fromarray(image).save(path)
+    with pytest.raises(Exception, match="could not be loaded") as caught:
+        client.predict(
+            *endpoint_args(client, "/canny", image=handle_file(path), **SETTINGS),
+            api_name="/canny",
+        )
+    assert "Traceback" not in str(caught.value)
+    # The app keeps running: the next request is answered (with the same clear message).
+    with pytest.raises(Exception, match="--backend toy"):
+        client.predict(
+            *endpoint_args(client, "/canny", image=handle_file(path), **SETTINGS),
+            api_name="/canny",
+        )
 
 
 def test_compare_endpoint_returns_plain_and_controlled_with_recipes(served):
     client, square = served
     gallery, recipe, _, slider = client.predict(
-        *endpoint_args(client, "/canny_compare", handle_file(str(square)), **FAST),
+        *endpoint_args(client, "/canny_compare", image=handle_file(str(square)), **SETTINGS),
         api_name="/canny_compare",
     )
     assert [item["caption"] for item in gallery] == [
@@ -166,8 +139,8 @@ def test_sweep_endpoint_labels_each_value(served):
     args = endpoint_args(
         client,
         "/canny_sweep",
-        handle_file(str(square)),
-        **FAST,
+        image=handle_file(str(square)),
+        **SETTINGS,
         sweep_parameter="strength",
         sweep_values="0, 1",
     )
@@ -175,7 +148,7 @@ def test_sweep_endpoint_labels_each_value(served):
     assert [item["caption"] for item in gallery] == ["Control map", "strength 0", "strength 1"]
     assert recipe["sweep"] == {"parameter": "strength", "values": [0.0, 1.0]}
     bad = endpoint_args(
-        client, "/canny_sweep", handle_file(str(square)), **FAST, sweep_values="0, lots"
+        client, "/canny_sweep", image=handle_file(str(square)), **SETTINGS, sweep_values="0, lots"
     )
     with pytest.raises(Exception, match="'lots' is not"):
         client.predict(*bad, api_name="/canny_sweep")
@@ -184,7 +157,9 @@ def test_sweep_endpoint_labels_each_value(served):
 def test_load_recipe_refills_the_tab(served):
     client, square = served
     gallery, *_ = client.predict(
-        *endpoint_args(client, "/canny", handle_file(str(square)), **{**FAST, "seed": 77}),
+        *endpoint_args(
+            client, "/canny", image=handle_file(str(square)), **{**SETTINGS, "seed": 77}
+        ),
         api_name="/canny",
     )
     values = client.predict(handle_file(gallery[1]["image"]), api_name="/canny_load_recipe")
@@ -212,8 +187,7 @@ def combine_args(client: Client, square, **overrides):
         "randomize_seed": False,
         **overrides,
     }
-    # endpoint_args puts its third argument first: here that is unit 1's modality.
-    return endpoint_args(client, "/combine", "canny", **values)
+    return endpoint_args(client, "/combine", unit1_modality="canny", **values)
 
 
 def test_combine_endpoint_runs_two_controlnets(served):
@@ -264,7 +238,7 @@ def test_preview_endpoint_names_its_parameters_and_checks_sizes(served):
     names = [p["parameter_name"] for p in info["/canny_map"]["parameters"]]
     assert names[:4] == ["image", "preprocessor", "detect_resolution", "resolution"]
     assert "canny_low_threshold" in names
-    args = endpoint_args(client, "/canny_map", handle_file(str(square)), resolution=100)
+    args = endpoint_args(client, "/canny_map", image=handle_file(str(square)), resolution=100)
     with pytest.raises(Exception, match=r"Resolution \(short side\): must be a multiple of 64"):
         client.predict(*args, api_name="/canny_map")
 
@@ -274,9 +248,12 @@ def test_sixteen_bit_uploads_reach_the_core_unclipped(served, tmp_path):
     ramp = np.linspace(0, 65535, 128 * 128).reshape(128, 128).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")
     args = endpoint_args(
-        client, "/canny_map", handle_file(str(tmp_path / "ramp16.png")), resolution=128
+        client,
+        "/canny_map",
+        image=handle_file(str(tmp_path / "ramp16.png")),
+        preprocessor="none",  # the map is the upload itself
+        resolution=128,
     )
-    args[1] = "none"  # the map is the upload itself
     gallery = client.predict(*args, api_name="/canny_map")
     shown = _load(gallery[0]["image"]).astype(float)
     assert abs(shown.mean() - 127.5) < 2  # gradio's own RGB conversion clipped it to ≈ 254
@@ -287,8 +264,8 @@ def test_text_flags_and_seeds_near_the_maximum(served):
     args = endpoint_args(
         client,
         "/canny",
-        handle_file(str(square)),
-        **{**FAST, "seed": 2**32 - 1, "randomize_seed": "false"},
+        image=handle_file(str(square)),
+        **{**SETTINGS, "seed": 2**32 - 1, "randomize_seed": "false"},
     )
     gallery, recipe, seed, _ = client.predict(*args, api_name="/canny")
     assert seed == 2**32 - 1 and recipe["seeds"] == [2**32 - 1, 0]
@@ -328,7 +305,8 @@ def test_recipes_go_to_the_right_tab(served):
     assert np.array_equal(_load(again[2]["image"]), _load(gallery[2]["image"]))
     # A single-modality recipe loads in its own tab, not another's.
     single, *_ = client.predict(
-        *endpoint_args(client, "/canny", handle_file(str(square)), **FAST), api_name="/canny"
+        *endpoint_args(client, "/canny", image=handle_file(str(square)), **SETTINGS),
+        api_name="/canny",
     )
     with pytest.raises(Exception, match="This recipe is for the Canny tab"):
         client.predict(handle_file(single[1]["image"]), api_name="/scribble_load_recipe")

@@ -26,7 +26,6 @@ try:
 except ImportError:  # reported by the `browser` fixture: a failure under CI, a skip elsewhere
     sync_playwright = None
 
-from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
@@ -58,16 +57,9 @@ def missing_browser() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    from app import build_app
-    from controlnet_core import Engine
-    from controlnet_core.settings import Settings
-
-    demo = build_app(Engine(Settings(backend="tiny")), ["canny", "sketch", "seg"])
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+def app_url(serve_app) -> str:
+    _, demo, _ = serve_app(["canny", "sketch", "seg"])
+    return demo.local_url
 
 
 @pytest.fixture(scope="module")

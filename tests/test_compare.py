@@ -24,18 +24,14 @@ from controlnet_core.recipes import (
 )
 from controlnet_core.sampling import soft_weights
 from controlnet_core.settings import Settings
+from tests.conftest import FAST
 
-FAST = {
-    "steps": 4,
-    "resolution": 64,
-    "prompt": "a red square",
-    "negative_prompt": "blurry",
-    "seed": 3,
-}
+# The comparisons with diffusers' pipelines below run these exact settings.
+SETTINGS = {**FAST, "steps": 4, "negative_prompt": "blurry", "seed": 3}
 
 
 def request(**overrides) -> GenerationRequest:
-    return GenerationRequest(**{"modality": "canny", **FAST, **overrides})
+    return GenerationRequest(**{"modality": "canny", **SETTINGS, **overrides})
 
 
 def diffusers_images(engine: Engine, image: np.ndarray, scheduler: str = "UniPC", **settings):
@@ -44,9 +40,9 @@ def diffusers_images(engine: Engine, image: np.ndarray, scheduler: str = "UniPC"
     control = engine.control_map("canny", image, resolution=64)
     controlnet = engine.manager.controlnet(get_modality("canny")).model
     common = {
-        "prompt": FAST["prompt"],
-        "negative_prompt": FAST["negative_prompt"],
-        "num_inference_steps": FAST["steps"],
+        "prompt": SETTINGS["prompt"],
+        "negative_prompt": SETTINGS["negative_prompt"],
+        "num_inference_steps": SETTINGS["steps"],
         "height": 64,
         "width": 64,
         "output_type": "np",
@@ -59,9 +55,9 @@ def diffusers_images(engine: Engine, image: np.ndarray, scheduler: str = "UniPC"
         base, controlnet=controlnet, scheduler=make_scheduler(scheduler, base.scheduler.config)
     )
     controlled.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(FAST["seed"])
+    generator = torch.Generator().manual_seed(SETTINGS["seed"])
     plain_image = plain(**common, generator=generator).images[0]
-    generator = torch.Generator().manual_seed(FAST["seed"])
+    generator = torch.Generator().manual_seed(SETTINGS["seed"])
     controlled_image = controlled(
         **common, image=Image.fromarray(control), generator=generator, **settings
     ).images[0]
@@ -166,14 +162,14 @@ def test_multi_controlnet_matches_diffusers(tiny_engine, square_image):
     )
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(
-        prompt=FAST["prompt"],
-        negative_prompt=FAST["negative_prompt"],
+        prompt=SETTINGS["prompt"],
+        negative_prompt=SETTINGS["negative_prompt"],
         image=maps,
-        num_inference_steps=FAST["steps"],
+        num_inference_steps=SETTINGS["steps"],
         controlnet_conditioning_scale=[1.0, 0.6],
         control_guidance_start=[0.0, 0.0],
         control_guidance_end=[1.0, 0.5],
-        generator=torch.Generator().manual_seed(FAST["seed"]),
+        generator=torch.Generator().manual_seed(SETTINGS["seed"]),
         output_type="np",
     ).images[0]
     assert np.abs(result.arrays[0] - expected).max() <= 1e-3

@@ -11,8 +11,7 @@ from PIL import Image
 from controlnet_core import Engine, GenerationRequest
 from controlnet_core.settings import Settings
 from controlnet_core.tiny import tiny_components
-
-FAST = {"steps": 3, "resolution": 64, "prompt": "a red square"}
+from tests.conftest import FAST
 
 
 def make(engine: Engine, image: np.ndarray, **overrides):

@@ -21,8 +21,7 @@ from controlnet_core.recipes import read_recipe
 from controlnet_core.settings import Settings
 from controlnet_core.storage import PREFIX, ServerFolder, remove_orphans
 from demos.hosting import MAX_MESSAGE_CHARS, page_text, user_errors
-from tests.conftest import free_port
-from tests.test_app import endpoint_args
+from tests.conftest import endpoint_args, free_port
 
 
 def bomb_png(path, side: int = 13000) -> str:
@@ -86,20 +85,17 @@ def test_a_huge_recipe_is_refused_with_a_short_message():
 
 
 @pytest.fixture(scope="module")
-def served_canny(tmp_path_factory):
-    demo = build_app(Engine(Settings(backend="tiny")), ["canny"], combine=False)
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+def served_canny(serve_app, tmp_path_factory):
+    client, _, _ = serve_app(["canny"], combine=False)
     folder = tmp_path_factory.mktemp("files")
     Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(folder / "gray.png")
     (folder / "notes.png").write_text("not an image")
-    yield Client(f"http://127.0.0.1:{port}", verbose=False), folder
-    demo.close()
+    return client, folder
 
 
 def _canny_error(client, image, **overrides) -> str:
     args = endpoint_args(
-        client, "/canny", handle_file(str(image)), steps=2, resolution=64, **overrides
+        client, "/canny", image=handle_file(str(image)), steps=2, resolution=64, **overrides
     )
     with pytest.raises(Exception) as caught:
         client.predict(*args, api_name="/canny")
@@ -198,53 +194,47 @@ class StepCounter:
 
     def __init__(self, engine: Engine) -> None:
         self.calls = 0
+        self._stepped = threading.Condition()
         engine.manager.base().unet.register_forward_hook(self._hook)
 
     def _hook(self, *_):
-        self.calls += 1
+        with self._stepped:
+            self.calls += 1
+            self._stepped.notify_all()
 
-    def settle(self, quiet: float = 1.0, limit: float = 20.0) -> float:
-        """Seconds until no step ran for `quiet` seconds (fails after `limit`)."""
-        started = time.monotonic()
-        last, last_change = self.calls, time.monotonic()
-        while time.monotonic() - started < limit:
-            time.sleep(0.1)
-            if self.calls != last:
-                last, last_change = self.calls, time.monotonic()
-            elif time.monotonic() - last_change >= quiet:
-                return last_change - started
-        raise AssertionError(f"steps still running after {limit} s")
+    def wait_for(self, calls: int, limit: float = 30.0) -> None:
+        """Return as soon as `calls` steps have run (fails after `limit` seconds)."""
+        with self._stepped:
+            ran = self._stepped.wait_for(lambda: self.calls >= calls, limit)
+        assert ran, "the job never started denoising"
+
+    def settle(self, quiet: float = 1.0, limit: float = 20.0) -> None:
+        """Return once no step ran for `quiet` seconds (fails after `limit`)."""
+        deadline = time.monotonic() + limit
+        with self._stepped:
+            while self._stepped.wait(quiet):  # woken by a step: not quiet yet
+                assert time.monotonic() < deadline, f"steps still running after {limit} s"
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory):
+def slow_server(serve_app, tmp_path_factory):
     """A served app whose generations take seconds (512 px, many steps) on the tiny backend."""
-    engine = Engine(Settings(backend="tiny", max_steps=100))
-    demo = build_app(engine, ["canny"], combine=False)
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    client, demo, engine = serve_app(
+        ["canny"], Settings(backend="tiny", max_steps=100), combine=False
+    )
     image = tmp_path_factory.mktemp("inputs") / "square.png"
     square = np.full((512, 512, 3), 255, np.uint8)
     square[128:384, 128:384] = 0
     Image.fromarray(square).save(image)
-    client = Client(f"http://127.0.0.1:{port}", verbose=False)
     engine.generate(GenerationRequest(modality="canny", steps=1, resolution=64), square)
-    yield client, engine, handle_file(str(image)), demo
-    demo.close()
+    return client, engine, handle_file(str(image)), demo
 
 
 def _long_job(client, image):
     args = endpoint_args(
-        client, "/canny", image, steps=100, resolution=512, randomize_seed=False, seed=1
+        client, "/canny", image=image, steps=100, resolution=512, randomize_seed=False, seed=1
     )
     return client.submit(*args, api_name="/canny")
-
-
-def _wait_running(counter: StepCounter, before: int, limit: float = 30.0) -> None:
-    started = time.monotonic()
-    while counter.calls < before + 2:
-        assert time.monotonic() - started < limit, "the job never started denoising"
-        time.sleep(0.05)
 
 
 def test_cancelling_a_job_stops_its_denoising_loop(slow_server):
@@ -253,7 +243,7 @@ def test_cancelling_a_job_stops_its_denoising_loop(slow_server):
     for _round in range(2):  # a second cancelled job must not pile up on the first
         before = counter.calls
         job = _long_job(client, image)
-        _wait_running(counter, before)
+        counter.wait_for(before + 2)
         job.cancel()
         cancelled_at = counter.calls
         counter.settle()
@@ -265,7 +255,9 @@ def test_cancelling_a_job_stops_its_denoising_loop(slow_server):
     time.sleep(1.0)
     assert time.process_time() - cpu < 0.3
     # The worker takes the next job.
-    args = endpoint_args(client, "/canny", image, steps=2, resolution=64, randomize_seed=False)
+    args = endpoint_args(
+        client, "/canny", image=image, steps=2, resolution=64, randomize_seed=False
+    )
     gallery, *_ = client.predict(*args, api_name="/canny")
     assert len(gallery) == 2
 
@@ -278,7 +270,7 @@ def test_a_closed_browser_tab_stops_its_job(slow_server):
     other = Client(client.src, verbose=False)
     before = counter.calls
     job = _long_job(other, image)
-    _wait_running(counter, before)
+    counter.wait_for(before + 2)
     for events in list(demo._queue.active_jobs):
         for event in events or ():
             if event.session_hash == other.session_hash:
@@ -317,20 +309,25 @@ def test_server_folder_sweeps_old_files_and_goes_at_close(tmp_path):
     assert not folder.path.exists()
 
 
-def test_sweeper_thread_runs_on_its_own(tmp_path):
+def test_sweeper_thread_runs_on_its_own(tmp_path, monkeypatch):
     folder = ServerFolder(tmp_path)
     stale = folder.path / "stale.png"
     stale.write_bytes(b"x")
     os.utime(stale, (time.time() - 100, time.time() - 100))
     done = threading.Event()
-    folder.start_sweeper(interval=0.05, max_age=10)
-    for _ in range(100):
+    sweep = folder.sweep
+
+    def sweep_and_tell(*args, **kwargs):
+        deleted = sweep(*args, **kwargs)
         if not stale.exists():
             done.set()
-            break
-        time.sleep(0.05)
+        return deleted
+
+    monkeypatch.setattr(folder, "sweep", sweep_and_tell)  # what the sweeper thread calls
+    folder.start_sweeper(interval=0.05, max_age=10)
+    swept = done.wait(timeout=5)
     folder.close()
-    assert done.is_set()
+    assert swept
 
 
 def test_folders_of_dead_processes_are_removed(tmp_path):
@@ -343,31 +340,24 @@ def test_folders_of_dead_processes_are_removed(tmp_path):
     assert alive.exists() and other.exists()
 
 
-def test_outputs_are_stored_once(tmp_path, monkeypatch):
+def test_outputs_are_stored_once(serve_app, tmp_path, monkeypatch):
     """Result PNGs are written into gradio's cache folder, so gradio serves them without a copy."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    engine = Engine(Settings(backend="tiny"))
-    demo = build_app(engine, ["canny"], combine=False)
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}", verbose=False)
-        source = tmp_path.parent / "square.png"
-        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(source)
-        args = endpoint_args(
-            client, "/canny", handle_file(str(source)), steps=2, resolution=64, num_images=2
-        )
-        client.predict(*args, api_name="/canny")
-        pngs = list(tmp_path.rglob("*.png"))
-        outputs = sorted(p for p in pngs if "outputs" in p.parts)
-        # One map + two images, once each; no copy of them elsewhere in the cache.
-        assert len(outputs) == 3
-        assert not [p for p in pngs if p not in outputs and ("seed" in p.name or "map" in p.name)]
-        images = [p for p in outputs if "seed" in p.name]
-        recipe = json.loads(Image.open(images[-1]).info["controlnet_recipe"])
-        assert recipe["modality"] == "canny" and recipe["num_images"] == 2
-    finally:
-        demo.close()
+    client, _, _ = serve_app(["canny"], combine=False)
+    source = tmp_path.parent / "square.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(source)
+    args = endpoint_args(
+        client, "/canny", image=handle_file(str(source)), steps=2, resolution=64, num_images=2
+    )
+    client.predict(*args, api_name="/canny")
+    pngs = list(tmp_path.rglob("*.png"))
+    outputs = sorted(p for p in pngs if "outputs" in p.parts)
+    # One map + two images, once each; no copy of them elsewhere in the cache.
+    assert len(outputs) == 3
+    assert not [p for p in pngs if p not in outputs and ("seed" in p.name or "map" in p.name)]
+    images = [p for p in outputs if "seed" in p.name]
+    recipe = json.loads(Image.open(images[-1]).info["controlnet_recipe"])
+    assert recipe["modality"] == "canny" and recipe["num_images"] == 2
 
 
 # --- ZeroGPU --------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import Settings, settings_from_cli, settings_from_env
 from controlnet_core.tiny import tiny_controlnet, tiny_pipeline
 from demos.texts import backend_note
-
-FAST = {"steps": 3, "resolution": 64, "prompt": "a red square"}
+from tests.conftest import FAST, Arrivals, ReportingLock
 
 
 def test_base_and_controlnets_load_once_and_are_cached():
@@ -59,29 +58,37 @@ def test_concurrent_loads_happen_once():
 def test_model_loads_never_overlap_across_threads(monkeypatch):
     """diffusers patches torch process-wide while it builds a model: two overlapping builds left
     every later module on the meta device. Loads of different models must run one at a time."""
-    import time
-
+    import controlnet_core.concurrency as concurrency
+    import controlnet_core.models as models
     import controlnet_core.tiny as tiny
 
     manager = ModelManager(Settings(backend="tiny"))
     manager.base()
+    threads = [
+        threading.Thread(target=manager.controlnet, args=(get_modality(m),))
+        for m in ("canny", "depth", "seg", "mlsd")
+    ]
+    # A build starts only once every thread has asked for the construction lock (or started a
+    # build without it): the others are then all waiting to build, so any build the lock lets in
+    # alongside this one is counted, on every run.
+    ready = Arrivals(threads)
+    lock = ReportingLock(models.model_construction_lock, ready)
+    monkeypatch.setattr(models, "model_construction_lock", lock)
+    monkeypatch.setattr(concurrency, "model_construction_lock", lock)
     build = tiny.tiny_controlnet
     running, overlaps = [], []
 
-    def slow_build(*args, **kwargs):
+    def build_with_all_waiting(*args, **kwargs):
         running.append(1)
+        ready.arrive()
+        ready.wait_for(len(threads))
         overlaps.append(len(running))
-        time.sleep(0.05)
         try:
             return build(*args, **kwargs)
         finally:
             running.pop()
 
-    monkeypatch.setattr(tiny, "tiny_controlnet", slow_build)
-    threads = [
-        threading.Thread(target=manager.controlnet, args=(get_modality(m),))
-        for m in ("canny", "depth", "seg", "mlsd")
-    ]
+    monkeypatch.setattr(tiny, "tiny_controlnet", build_with_all_waiting)
     for thread in threads:
         thread.start()
     for thread in threads:

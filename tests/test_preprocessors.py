@@ -42,6 +42,7 @@ from controlnet_core.preprocessors.segmentation import (
     class_color,
     snap_to_palette,
 )
+from tests.conftest import Arrivals, ReportingLock
 
 OFFLINE = [pid for pid, spec in PREPROCESSORS.items() if spec.weights is None]
 WEIGHTED = [pid for pid, spec in PREPROCESSORS.items() if spec.weights is not None]
@@ -374,18 +375,24 @@ def test_random_openpose_accepts_the_hand_and_face_options(random_annotators):
 
 
 def test_annotators_load_lazily_once_under_concurrency():
+    cache = AnnotatorCache()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get("fake"))) for _ in range(8)]
+    # The load returns only once every thread has found the cache empty and asked for the
+    # annotator's load lock (or started a load without it): all eight race for the one load.
+    ready = Arrivals(threads)
     loads = []
 
     def load(local_files_only: bool):
         loads.append(local_files_only)
-        time.sleep(0.05)
+        ready.arrive()
+        ready.wait_for(len(threads))
         return object()
 
-    cache = AnnotatorCache()
     cache.add_source(AnnotatorSource("fake", load))
+    # The cache has no public hook for its per-annotator load lock: wrap its private one.
+    cache._load_locks["fake"] = ReportingLock(cache._load_locks["fake"], ready)
     assert cache.loaded() == []
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get("fake"))) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:

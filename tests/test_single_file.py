@@ -17,9 +17,9 @@ from controlnet_core.models import ModelManager
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import Settings
 from controlnet_core.tiny import tiny_controlnet, tiny_pipeline
+from tests.conftest import FAST
 from tests.ldm_checkpoint import ldm_state_dict, save_ldm_checkpoint, unet_to_ldm, vae_to_ldm
 
-FAST = {"steps": 3, "resolution": 64, "prompt": "a red square"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 

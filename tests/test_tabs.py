@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from PIL import Image
 
 from app import build_app
@@ -15,7 +15,7 @@ from controlnet_core.preprocessors import PREPROCESSORS
 from controlnet_core.preprocessors.pose import COLORS
 from controlnet_core.settings import Settings
 from demos.examples import depth_scene, seg_landscape, shapes_drawing, skimage_sample
-from tests.conftest import free_port
+from tests.conftest import endpoint_args
 
 
 def offline_preprocessor(modality_id: str) -> str:
@@ -34,48 +34,14 @@ INPUTS = {
 }
 
 
-# Parameter names of the generate/preview endpoints, with the older spellings some endpoints use.
-ALIASES = {
-    "prompt": ("prompt", "prompt_text"),
-    "preprocessor": ("preprocessor", "chosen_preprocessor"),
-    "steps": ("steps", "step_count"),
-    "resolution": ("resolution", "res"),
-    "randomize_seed": ("randomize_seed", "randomize"),
-    "seed": ("seed", "seed_value"),
-    "num_images": ("num_images", "count"),
-}
-
-
-def api_args(client: Client, endpoint: str, **values):
-    """Positional arguments for `endpoint`: its API defaults, with `values` by parameter name.
-
-    Built from the API description so parameters appended later keep their defaults.
-    """
-    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
-    names = [p["parameter_name"] for p in info["parameters"]]
-    by_name = {}
-    for key, value in values.items():
-        name = next((n for n in ALIASES.get(key, (key,)) if n in names), None)
-        assert name is not None, f"{endpoint} has no parameter {key!r}; it has {names}"
-        by_name[name] = value
-    return [
-        by_name.get(p["parameter_name"], p.get("parameter_default")) for p in info["parameters"]
-    ]
-
-
 def recipe_of(outputs) -> dict:
     return next(o for o in outputs if isinstance(o, dict) and "modality" in o)
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    demo = build_app(Engine(Settings(backend="tiny")))
-    port = free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}", verbose=False)
-    finally:
-        demo.close()
+def client(serve_app):
+    client, _, _ = serve_app()
+    return client
 
 
 def _load(path) -> np.ndarray:
@@ -100,7 +66,7 @@ def _source(modality_id: str, tmp_path):
 def test_every_tab_generates_offline_map_first(client, modality_id, tmp_path):
     preprocessor = offline_preprocessor(modality_id)
     outputs = client.predict(
-        *api_args(
+        *endpoint_args(
             client,
             f"/{modality_id}",
             image=_source(modality_id, tmp_path),
@@ -128,7 +94,7 @@ def test_every_tab_generates_offline_map_first(client, modality_id, tmp_path):
 @pytest.mark.parametrize("modality_id", [m for m in MODALITIES if m != "sketch"])
 def test_every_tab_previews_an_uploaded_map_with_none(client, modality_id):
     gallery = client.predict(
-        *api_args(
+        *endpoint_args(
             client,
             f"/{modality_id}_map",
             image=handle_file(seg_landscape()),
@@ -145,7 +111,7 @@ def test_every_tab_previews_an_uploaded_map_with_none(client, modality_id):
 
 def test_pose_preset_endpoint_draws_a_skeleton_and_selects_none(client):
     image, preprocessor = client.predict(
-        *api_args(client, "/pose_preset", name="t-pose", mirror=True, scale=0.9),
+        *endpoint_args(client, "/pose_preset", name="t-pose", mirror=True, scale=0.9),
         api_name="/pose_preset",
     )
     drawn = _load(image)
@@ -157,7 +123,7 @@ def test_pose_preset_endpoint_draws_a_skeleton_and_selects_none(client):
 def test_missing_weights_point_to_the_offline_alternative_on_the_page(client):
     with pytest.raises(Exception) as caught:
         client.predict(
-            *api_args(
+            *endpoint_args(
                 client,
                 "/softedge_map",
                 image=handle_file(shapes_drawing("square_triangle")),

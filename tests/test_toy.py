@@ -293,6 +293,7 @@ def test_controlnet_with_attention_at_16_copies_the_unet_encoder():
     assert all(not d.any() for d in down_b) and not mid_b.any()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not SHIPPED, reason="toy weights not trained yet: run python -m controlnet_core.toy.train"
 )
@@ -333,6 +334,7 @@ def test_score_batch_checks_colours_per_shape_and_background():
     assert not any(wrong["color_hits"]) and all(wrong["background"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not SHIPPED, reason="toy weights not trained yet: run python -m controlnet_core.toy.train"
 )
@@ -459,6 +461,7 @@ def test_binding_loss_rewards_attention_on_the_shapes_own_word():
     assert np.isnan(binding.binding_loss(attention(False), kinds, one_shape, use)[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not SHIPPED, reason="toy weights not trained yet: run python -m controlnet_core.toy.train"
 )
