@@ -107,7 +107,7 @@ class Engine:
     @functools.cached_property
     def hub_online(self) -> bool:
         """Whether hub weights can be downloaded (asked once: a probe takes up to 3 s offline)."""
-        from controlnet_core.models import hub_answers
+        from controlnet_core.hub import hub_answers
 
         return hub_answers()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -23,6 +22,7 @@ import torch
 
 from controlnet_core.concurrency import model_construction_lock
 from controlnet_core.errors import shown
+from controlnet_core.hub import hub_offline, hub_reachable
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import DTYPES, SCHEDULER_NAMES, Settings
@@ -114,10 +114,6 @@ class LoadedControlNet:
     model: torch.nn.Module
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 CONTROLNET_FILE_SUFFIXES = (".safetensors", ".pth", ".ckpt")
 
 # What a single file cannot say about its ControlNet: the hub configs that differ from the UNet's.
@@ -161,14 +157,14 @@ def _from_pretrained_local_first(
     cache) runs outside it, so one user's first multi-GB download does not hold up every other
     load. A fetch that fails or misses files leaves the rest to `loader`, under the lock.
     """
-    if Path(source).exists() or _hub_offline():
+    if Path(source).exists() or hub_offline():
         with model_construction_lock:
             return loader(source, **kwargs)
     try:
         with model_construction_lock:
             return loader(source, local_files_only=True, **kwargs)
     except Exception:  # not cached (yet): the network, unless it is plainly unreachable
-        if not _hub_reachable(timeout=3.0):
+        if not hub_reachable(timeout=3.0):
             raise
     if fetch is not None:
         try:
@@ -325,7 +321,7 @@ class ModelManager:
                     raise FileNotFoundError(f"no such file: {source}")
                 config = self.settings.base_model_config
                 kwargs = {"config": config} if config else {}
-                if config or _hub_offline():
+                if config or hub_offline():
                     kwargs["local_files_only"] = True
                 with model_construction_lock:
                     pipe = StableDiffusionPipeline.from_single_file(
@@ -507,24 +503,6 @@ def resolve_backend(settings: Settings, probe_timeout: float = 3.0) -> str:
             return "real"
     except Exception:  # a malformed id is the loader's problem, not the probe's
         pass
-    if _hub_offline():
+    if hub_offline():
         return "toy"
-    return "real" if _hub_reachable(probe_timeout) else "toy"
-
-
-def hub_answers(timeout: float = 3.0) -> bool:
-    """Whether hub weights can be downloaded now: the hub is not switched off and it answers."""
-    return not _hub_offline() and _hub_reachable(timeout)
-
-
-def _hub_reachable(timeout: float) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = urlparse(endpoint).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return "real" if hub_reachable(probe_timeout) else "toy"

@@ -148,9 +148,7 @@ def validate_control(spec: ControlSpec) -> ControlSpec:
     start = check_number("guidance_start", spec.guidance_start, 0.0, 1.0)
     end = check_number("guidance_end", spec.guidance_end, 0.0, 1.0)
     if start >= end:
-        raise FieldError(
-            ("guidance_start",), f"({start:g}) must be less than guidance_end ({end:g})"
-        )
+        raise FieldError(("guidance_start",), f"must be less than the end ({end:g}); got {start:g}")
     return ControlSpec(
         modality=modality.id,
         preprocessor=preprocessor,

@@ -51,6 +51,7 @@ def launch_options(settings: Settings) -> dict[str, Any]:
 CSS = """
 .backend-note { font-size: 0.9em; opacity: 0.85; }
 footer { display: none !important; }
+.cn-stop { background: #dc2626 !important; color: #fff !important; border-color: #b91c1c !important; }
 .cn-results .grid-wrap { max-height: none !important; min-height: 0 !important; overflow-y: visible; }
 .cn-results .grid-container { grid-auto-rows: auto; grid-template-rows: none; padding-top: var(--size-8); }
 .cn-results .thumbnail-item { aspect-ratio: auto; height: auto; display: flex; flex-direction: column;

@@ -16,8 +16,8 @@ import gradio as gr
 
 Run = tuple[Callable, Sequence[Any], dict[str, Any]]  # handler, its inputs, its endpoint options
 
-# Bring the results column into view when a run starts and ends, only when it is off screen: on a
-# phone it sits far below the buttons; on a desktop the page does not jump.
+# Bring the results column into view when a run ends, only when it is off screen: on a phone it sits
+# far below the buttons (which, with Stop, stay in view while the run goes); a desktop does not jump.
 SCROLL_TO_RESULTS = """() => {
   const col = [...document.querySelectorAll(".cn-results-col")].find((c) => c.offsetParent);
   if (!col) return;
@@ -86,7 +86,6 @@ class RunButtons:
                 outputs=[*self._switched, results],
                 **_instant(),
             )
-            button.click(None, js=SCROLL_TO_RESULTS)
             events.append(run)
         self.stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
 
@@ -119,7 +118,7 @@ def run_buttons(enabled: bool, with_sweep: bool = True, with_preview: bool = Tru
     with gr.Row():
         compare = gr.Button("Compare with plain SD", interactive=enabled)
         sweep = gr.Button("Sweep", interactive=enabled) if with_sweep else None
-    stop = gr.Button("Stop", variant="stop", visible=False)
+    stop = gr.Button("Stop", variant="stop", visible=False, elem_classes=["cn-stop"])
     if why:
         gr.Markdown(f"*{why} Preview map works.*", elem_classes=["backend-note"])
     else:

@@ -103,7 +103,7 @@ def test_downloads_run_outside_the_construction_lock(monkeypatch):
     from controlnet_core.concurrency import model_construction_lock
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout: True)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout: True)
     cache: set[str] = set()
     lock_free_during_fetch = []
 

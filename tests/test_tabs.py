@@ -202,9 +202,9 @@ def test_combine_names_its_units_in_errors():
     assert field_message(first, unit_labels([], units)) == (
         "ControlNet 1 · Image: could not read the image (truncated)"
     )
-    window = FieldError(("guidance_start",), "(0.9) must be less than guidance_end (0.1)")
+    window = FieldError(("guidance_start",), "must be less than the end (0.1); got 0.9")
     assert field_message(window.within("extra_controls", 1), unit_labels([2, 3], units)) == (
-        "ControlNet 3 · Start: (0.9) must be less than guidance_end (0.1)"
+        "ControlNet 3 · Start: must be less than the end (0.1); got 0.9"
     )
     missing = FieldError(("extra_controls", 0, "modality"), "is missing")
     assert field_message(missing, unit_labels([2, 3], units)) == (

@@ -14,7 +14,6 @@ Nothing here imports controlnet_aux, torch or transformers at module import: loa
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ import numpy as np
 
 from controlnet_core.concurrency import model_construction_lock
 from controlnet_core.errors import shown
+from controlnet_core.hub import hub_answers
 from controlnet_core.preprocessors import (
     ParamSpec,
     PreprocessorSpec,
@@ -36,11 +36,6 @@ from controlnet_core.preprocessors import (
 log = logging.getLogger(__name__)
 
 ANNOTATORS_REPO = "lllyasviel/Annotators"
-
-
-def hub_offline() -> bool:
-    """True when HF_HUB_OFFLINE asks huggingface_hub never to touch the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -170,7 +165,7 @@ def _load_local_first(source: AnnotatorSource) -> Any:
         with model_construction_lock:
             detector = source.load(True)
     except Exception as local_error:  # not cached: the network is the only other place
-        if hub_offline() or source.weights is None:
+        if source.weights is None or not hub_answers():
             raise WeightsUnavailableError(_missing(source, local_error)) from local_error
         try:
             source.fetch()  # outside the lock: a download must not hold up other loads
@@ -185,7 +180,9 @@ def _load_local_first(source: AnnotatorSource) -> Any:
 def _missing(source: AnnotatorSource, error: Exception) -> str:
     """First line: what is missing; then how to get it and why loading failed (shortened)."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    reason = f"{type(error).__name__}: {reason}"[:160]
+    reason = f"{type(error).__name__}: {reason}"
+    if len(reason) > 160:  # a whole word, then "…": the tail of a network error says nothing new
+        reason = reason[:160].rsplit(" ", 1)[0] + "…"
     if source.weights is None:
         return f"The {source.name} annotator could not be loaded.\n({reason})"
     return (
