@@ -230,9 +230,13 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
                     ],
                     value="strength",
                     scale=1,
+                    interactive=buttons.enabled,
                 )
                 sweep_values = gr.Textbox(
-                    label="Sweep values", value=DEFAULT_SWEEPS["strength"], scale=2
+                    label="Sweep values",
+                    value=DEFAULT_SWEEPS["strength"],
+                    scale=2,
+                    interactive=buttons.enabled,
                 )
             with gr.Accordion("Control", open=True):
                 place("preprocessor", "detect_resolution", "params")
