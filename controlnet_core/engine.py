@@ -26,6 +26,7 @@ from controlnet_core.images import (
     target_size,
     to_rgb_array,
 )
+from controlnet_core.inside import ResidualProbe, ResidualRecord
 from controlnet_core.modalities import Modality, get_modality
 from controlnet_core.preprocessors import apply_preprocessor, get_preprocessor
 from controlnet_core.recipes import build_recipe, sweep_record
@@ -79,6 +80,7 @@ class GenerationResult:
     labels: list[str] = field(default_factory=list)
     extra_maps: list[Image.Image] = field(default_factory=list)
     map_labels: list[str] = field(default_factory=list)  # the modality of each control map
+    inside: ResidualRecord | None = None  # what the ControlNets added inside the UNet (on request)
 
 
 class Engine:
@@ -232,10 +234,16 @@ class Engine:
         control_image: object,
         progress: ProgressCallback | None = None,
         extra_images: Sequence[object] = (),
+        inside_step: str | None = None,
     ) -> GenerationResult:
-        """Images for `request` (image i uses `image_seed(seed, i)`), the control map(s), the recipe."""
+        """Images for `request` (image i uses `image_seed(seed, i)`), the control map(s), the recipe.
+
+        `inside_step` ("first", "middle", "last" or "mean") also records, for the first image, what
+        the ControlNets add inside the UNet at that step (`GenerationResult.inside`).
+        """
         from controlnet_core.sampling import Variant
 
+        probe = ResidualProbe(inside_step, variant=0) if inside_step else None
         prepared = self._prepare(request, control_image, extra_images, progress)
         request = prepared.request
         variants = [
@@ -243,7 +251,7 @@ class Engine:
             for i in range(request.num_images)
         ]
         labels = [f"seed {v.seed}" for v in variants]
-        return self._run(prepared, variants, labels, {"kind": "generate"}, progress)
+        return self._run(prepared, variants, labels, {"kind": "generate"}, progress, probe)
 
     def compare(
         self,
@@ -251,20 +259,23 @@ class Engine:
         control_image: object,
         progress: ProgressCallback | None = None,
         extra_images: Sequence[object] = (),
+        inside_step: str | None = None,
     ) -> GenerationResult:
         """Plain SD and ControlNet for the same seed and settings, from one batched pass.
 
-        images[0] is plain SD (every ControlNet skipped), images[1] the controlled image.
+        images[0] is plain SD (every ControlNet skipped), images[1] the controlled image;
+        `inside_step` records the controlled image's residuals (see `generate`).
         """
         from controlnet_core.sampling import Variant
 
+        probe = ResidualProbe(inside_step, variant=1) if inside_step else None
         prepared = self._prepare(request, control_image, extra_images, progress)
         seed = prepared.request.seed
         off = tuple(replace(u, conditioning_scale=0.0) for u in prepared.unit_settings)
         variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
         names = " + ".join(control_labels(prepared.request))
         labels = ["plain SD (no ControlNet)", f"ControlNet ({names})"]
-        return self._run(prepared, variants, labels, {"kind": "compare"}, progress)
+        return self._run(prepared, variants, labels, {"kind": "compare"}, progress, probe)
 
     def sweep(
         self,
@@ -354,7 +365,9 @@ class Engine:
         )
         return _Prepared(request, modality, maps, loaded, units, settings, width, height, started)
 
-    def _run(self, prepared, variants, labels, recipe_extra, progress) -> GenerationResult:
+    def _run(
+        self, prepared, variants, labels, recipe_extra, progress, probe=None
+    ) -> GenerationResult:
         from controlnet_core.models import make_scheduler
         from controlnet_core.sampling import sample
 
@@ -379,6 +392,7 @@ class Engine:
             guess_mode=request.guess_mode,
             control_mode=request.control_mode,
             on_step=on_step,
+            probe=probe,
         )
         images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
         recipe = build_recipe(
@@ -399,6 +413,7 @@ class Engine:
             labels=labels,
             extra_maps=[Image.fromarray(m) for m in prepared.maps[1:]],
             map_labels=control_labels(request),
+            inside=probe.result() if probe is not None else None,
         )
 
     def model_facts(self, loaded: Sequence[Any]) -> dict[str, Any]:

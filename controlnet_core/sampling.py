@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from controlnet_core.errors import shown
+from controlnet_core.inside import ResidualProbe
 from controlnet_core.request import CONTROL_MODES
 
 SOFT_WEIGHT_BASE = 0.825
@@ -89,10 +91,12 @@ def sample(
     guess_mode: bool = False,
     control_mode: str = "balanced",
     on_step: StepCallback | None = None,
+    probe: ResidualProbe | None = None,
 ) -> tuple[np.ndarray, list[bool]]:
     """Denoise all `variants` in one batched pass; float images in [0, 1] (B, H, W, 3) + NSFW flags.
 
     `pipe` is any SD1.5 pipeline object (its unet, vae, text encoder and image processors are used).
+    A `probe` records what the ControlNets add inside the UNet for one variant (see `inside`).
     """
     if control_mode not in CONTROL_MODES:
         raise ValueError(
@@ -172,14 +176,19 @@ def sample(
             guess_mode=guess_mode,
             soft=control_mode != "balanced",
         )
-        noise = unet(
-            model_input,
-            t,
-            encoder_hidden_states=text,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-            return_dict=False,
-        )[0]
+        watched = probe is not None and probe.wants(index, total)
+        row = (batch if do_cfg else 0) + (probe.variant if probe is not None else 0)
+        with probe.watching(unet, row, watched) if watched else nullcontext():
+            noise = unet(
+                model_input,
+                t,
+                encoder_hidden_states=text,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )[0]
+        if watched:
+            probe.record(index, row, down, mid)
         if do_cfg:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance_scale * (cond - uncond)
