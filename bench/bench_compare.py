@@ -166,7 +166,7 @@ def measure(
         name: CaseResult(
             name,
             images=len(variants),
-            controlled=sum(v.units[0].scale != 0.0 for v in variants),
+            controlled=sum(v.units[0].conditioning_scale != 0.0 for v in variants),
         )
         for name, variants in variant_sets.items()
     }

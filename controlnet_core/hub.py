@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 PROBE_TTL_S = 60.0
 _probe_lock = threading.Lock()
-_last_probe: tuple[float, bool] | None = None
+_last_probe: tuple[float, tuple[str, int], bool] | None = None
 
 
 def hub_offline() -> bool:
@@ -22,20 +22,34 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub (HF_ENDPOINT) accepts a connection; the answer is kept for a minute."""
+    """Whether the hub (HF_ENDPOINT, its own port) accepts a connection; kept for a minute.
+
+    Behind a proxy a direct connection says nothing: the answer is yes, and huggingface_hub
+    (which uses the proxy) decides.
+    """
     global _last_probe
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    target = (url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443))
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return True
     with _probe_lock:
-        if _last_probe is not None and time.monotonic() - _last_probe[0] < PROBE_TTL_S:
-            return _last_probe[1]
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        host = urlparse(endpoint).hostname or "huggingface.co"
+        if (
+            _last_probe is not None
+            and _last_probe[1] == target
+            and time.monotonic() - _last_probe[0] < PROBE_TTL_S
+        ):
+            return _last_probe[2]
         try:
-            with socket.create_connection((host, 443), timeout=timeout):
+            with socket.create_connection(target, timeout=timeout):
                 answer = True
         except OSError:
             answer = False
-        _last_probe = (time.monotonic(), answer)
+        _last_probe = (time.monotonic(), target, answer)
         return answer
 
 

@@ -2,8 +2,9 @@
 
 A modality names its SD1.5 ControlNet 1.1 weights, the preprocessors that turn an upload into a control
 map (ids into `controlnet_core.preprocessors.PREPROCESSORS`, the first is the default), what the tab's
-input is (an uploaded image or a drawing canvas), its example prompt and default strength. Adding a modality means adding one
-entry here (plus, at most, a small tab module in `demos/` for controls no other tab has).
+input is (an uploaded image or a drawing canvas), its example prompt and default strength. Adding a
+modality means adding one entry here (plus, at most, a small tab module in `demos/` for controls no
+other tab has).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def make_scheduler(name: str, base_config: dict):
 
 @contextmanager
 def _quiet_diffusers():
-    """Silence diffusers' expected warnings (from_pipe's per-component dtype casts, the toy VAE)."""
+    """Silence diffusers' expected warnings while loading (dtype casts, the toy VAE)."""
     from diffusers.utils import logging as diffusers_logging
 
     previous = diffusers_logging.get_verbosity()

@@ -68,7 +68,7 @@ IMAGE_LABEL = {True: "Drawing", False: "Input image"}
 
 @dataclass
 class TabView:
-    """The components of a tab, as its layout placed them; tab modules add to it."""
+    """The components of a tab, as its layout placed them; tab modules place theirs next to them."""
 
     modality: Modality
     settings: Settings  # the server's limits, for the tab's own inputs and events
@@ -357,24 +357,18 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
         request = GenerationRequest(modality=modality.id, **request_values(form[1:], rest))
         return read_source(modality, image), request
 
-    def show(result: GenerationResult, compare: bool = False) -> tuple:
-        items = gallery_items(result)
-        slider = gr.update(visible=False)
-        if compare:  # the same files as the gallery's two images
-            slider = gr.update(value=(items[-2][0], items[-1][0]), visible=True)
-        return items, result.recipe, result.recipe["seed"], slider
-
     @user_errors(labels=labels)
     @on_gpu(lambda: names)
     def run_generate(*values, progress=gr.Progress()):
         image, request = build(values)
-        return show(engine.generate(request, image, progress=report(progress)))
+        return show_result(engine.generate(request, image, progress=report(progress)))
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names, variants=2)
     def run_compare(*values, progress=gr.Progress()):
         image, request = build(values)
-        return show(engine.compare(request, image, progress=report(progress)), compare=True)
+        result = engine.compare(request, image, progress=report(progress))
+        return show_result(result, compare=True)
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names, variants=MAX_SWEEP_VALUES)
@@ -382,7 +376,8 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
         *values, kind, text = values
         image, request = build(values)
         sweep_list = parse_sweep_values(text)
-        return show(engine.sweep(request, image, kind, sweep_list, progress=report(progress)))
+        result = engine.sweep(request, image, kind, sweep_list, progress=report(progress))
+        return show_result(result)
 
     name_parameters(run_generate, names)
     name_parameters(run_compare, names)
@@ -658,6 +653,15 @@ def parse_sweep_values(text: str) -> list[float]:
     if not values:
         raise gr.Error("Give at least one sweep value, e.g. 0, 0.5, 1")
     return values
+
+
+def show_result(result: GenerationResult, compare: bool = False) -> tuple:
+    """A run's outputs: gallery, recipe, seed used, and the comparison slider (after a Compare)."""
+    items = gallery_items(result)
+    slider = gr.update(visible=False)
+    if compare:  # the same files as the gallery's two images
+        slider = gr.update(value=(items[-2][0], items[-1][0]), visible=True)
+    return items, result.recipe, result.recipe["seed"], slider
 
 
 def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:

@@ -35,12 +35,12 @@ from controlnet_core import (
 )
 from demos.builder import (
     endpoint,
-    gallery_items,
     name_parameters,
     on_gpu,
     recipe_area,
     recipe_loaded_message,
     results_area,
+    show_result,
     tab_container,
 )
 from demos.form import (
@@ -62,7 +62,11 @@ DEFAULT_UNITS = ("pose", "depth", "canny")
 # from ControlNets it has), so the defaults run as they are.
 OFFLINE_UNITS = ("canny", "scribble", "canny")
 UNIT_LABELS = ("Strength", "Start", "End")
-UNIT_FIELDS = ("modality", "image", "preprocessor", "strength", "start", "end")
+
+
+def unit_key(f: FormField) -> str:
+    """A unit field's name without its unit: "unit2_strength" -> "strength"."""
+    return f.name.partition("_")[2]
 
 
 def _upload_modalities() -> list[tuple[str, str]]:
@@ -157,10 +161,11 @@ def layout_combine(
             with gr.Column(min_width=240):
                 role = "required" if number == 1 else "optional: used when it has an image"
                 gr.Markdown(f"**ControlNet {number}** ({role})")
-                made = {key: f.make() for key, f in zip(UNIT_FIELDS[:4], form, strict=False)}
+                window = ("start", "end")
+                made = {unit_key(f): f.make() for f in form if unit_key(f) not in window}
                 with gr.Row():
-                    made["start"], made["end"] = form[4].make(), form[5].make()
-                made_units.append(made)
+                    made.update({unit_key(f): f.make() for f in form if unit_key(f) in window})
+                made_units.append({unit_key(f): made[unit_key(f)] for f in form})  # API order
     shared_made = {}
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -180,24 +185,35 @@ def layout_combine(
     return CombineView(made_units, shared_made, buttons, gallery, comparison, recipe_file, recipe)
 
 
-def unit_labels(unit_numbers: Sequence[int], units: Sequence[list[FormField]]):
-    """Request field paths → "ControlNet N · <label>": the main control is unit 1, extra control k
-    is the k-th unit that had an image (`unit_numbers`)."""
+def unit_labels(
+    unit_numbers: Sequence[int],
+    units: Sequence[list[FormField]],
+    shared: Sequence[FormField] = (),
+):
+    """Request field paths → the page's labels: "ControlNet N · <label>" for a unit's field (the
+    main control is unit 1, extra control k the k-th unit that had an image, `unit_numbers`), the
+    shared fields' own labels ("Steps") for the rest."""
     by_target = [{f.target: f.label for f in form if f.target} for form in units]
+    shared_labels = {f.target: f.label for f in shared if f.target}
+
+    def unit(number: int, field: Any) -> str:
+        known = by_target[number - 1] if number <= len(by_target) else {}
+        return known.get(field) or f"ControlNet {number}"
 
     def label(path: tuple) -> str | None:
-        if path and path[0] in ("extra_controls", "extra_images") and len(path) >= 2:
+        if not path:
+            return None
+        if path[0] in ("extra_controls", "extra_images") and len(path) >= 2:
             index = path[1]
             number = unit_numbers[index] if index < len(unit_numbers) else index + 2
             if path[0] == "extra_images":
                 return f"ControlNet {number} · Image"
-            field = path[2] if len(path) > 2 else None
-            return by_target[number - 1].get(field) or f"ControlNet {number}"
+            return unit(number, path[2] if len(path) > 2 else None)
         if path == ("image",):
             return "ControlNet 1 · Image"
-        if path and path[0] == "preprocessor_params":
+        if path[0] == "preprocessor_params":
             return "ControlNet 1 · Preprocessor"
-        return by_target[0].get(path[0]) if path else None
+        return shared_labels.get(path[0]) or (unit(1, path[0]) if by_target else None)
 
     return label
 
@@ -207,24 +223,23 @@ def build_request(
 ) -> tuple[Any, GenerationRequest, list[Any], list[int]]:
     """The request of a Combine form: unit 1 is the main control, each later unit with an image an
     extra control. Returns the main image, the request, the extra images and their unit numbers."""
-    per_unit = len(UNIT_FIELDS)
-    unit_values = [values[i * per_unit : (i + 1) * per_unit] for i in range(len(units))]
-    common = request_values(shared, values[len(units) * per_unit :])
-    named = [dict(zip(UNIT_FIELDS, v, strict=True)) for v in unit_values]
+    values = list(values)
+    named, specs = [], []
+    for form in units:  # each unit's values, then the shared ones
+        unit_values, values = values[: len(form)], values[len(form) :]
+        named.append({unit_key(f): v for f, v in zip(form, unit_values, strict=True)})
+        specs.append({f.target: named[-1][unit_key(f)] for f in form if f.target})
+    common = request_values(shared, values)
     if named[0]["image"] is None:
         raise gr.Error("ControlNet 1 needs an image.")
     extras, images, numbers = [], [], []
-    for number, unit in enumerate(named[1:], start=2):
-        if unit["image"] is None:
+    for number in range(2, len(units) + 1):
+        if named[number - 1]["image"] is None:
             continue
-        form = units[number - 1]
-        spec = {f.target: unit[key] for key, f in zip(UNIT_FIELDS, form, strict=True) if f.target}
-        extras.append(ControlSpec(**spec))
-        images.append(unit["image"])
+        extras.append(ControlSpec(**specs[number - 1]))
+        images.append(named[number - 1]["image"])
         numbers.append(number)
-    main = {
-        f.target: named[0][key] for key, f in zip(UNIT_FIELDS, units[0], strict=True) if f.target
-    }
+    main = specs[0]
     request = GenerationRequest(
         **main, **{k: v for k, v in common.items() if k != "preprocessor_params"},
         extra_controls=tuple(extras),
@@ -242,7 +257,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
         view = layout_combine(engine, units, shared)
         wire_unit_modalities(view)
         wire_runs(view, engine, units, shared)
-        wire_recipe_load(view, engine, units, choices)
+        wire_recipe_load(view, engine, units, shared, choices)
     guard_inputs(demo)
     return demo
 
@@ -271,25 +286,18 @@ def wire_runs(
         try:
             return method(request, image, report(progress), extra_images)
         except FieldError as error:  # named after the page's units, which only this call knows
-            message = field_message(error, unit_labels(unit_numbers, units))
+            message = field_message(error, unit_labels(unit_numbers, units, shared))
         raise gr.Error(message)
-
-    def show(result: GenerationResult, compare: bool) -> tuple:
-        items = gallery_items(result)
-        slider = gr.update(visible=False)
-        if compare:  # the same files as the gallery's two images
-            slider = gr.update(value=(items[-2][0], items[-1][0]), visible=True)
-        return items, result.recipe, result.recipe["seed"], slider
 
     @user_errors
     @on_gpu(lambda: names, variants=UNITS)  # up to a ControlNet per unit
     def run_generate(*values, progress=gr.Progress()):
-        return show(run(engine.generate, values, progress), compare=False)
+        return show_result(run(engine.generate, values, progress))
 
     @user_errors
     @on_gpu(lambda: names, variants=2 * UNITS)
     def run_compare(*values, progress=gr.Progress()):
-        return show(run(engine.compare, values, progress), compare=True)
+        return show_result(run(engine.compare, values, progress), compare=True)
 
     name_parameters(run_generate, names)
     name_parameters(run_compare, names)
@@ -319,10 +327,10 @@ def wire_runs(
     )
 
 
-def unit_updates(number: int, control: ControlSpec | GenerationRequest | None) -> list[Any]:
+def unit_updates(number: int, form: list[FormField], control: ControlSpec | None) -> list[Any]:
     """What a recipe writes into unit `number`: its control's fields, or an emptied image."""
     if control is None:  # a unit the recipe does not use must not join the next generation
-        return [gr.update(), gr.update(value=None)] + [gr.update()] * 4
+        return [gr.update(value=None) if unit_key(f) == "image" else gr.update() for f in form]
     if (
         dict(control.preprocessor_params) != get_preprocessor(control.preprocessor).defaults()
         or control.detect_resolution != 512
@@ -331,33 +339,40 @@ def unit_updates(number: int, control: ControlSpec | GenerationRequest | None) -
             f"ControlNet {number}: this tab has no preprocessor settings, so the recipe's "
             "detect resolution and preprocessor parameters are not used."
         )
-    return [
-        gr.update(value=control.modality),
-        gr.update(),
-        gr.update(choices=_preprocessor_choices(control.modality), value=control.preprocessor),
-        gr.update(value=control.conditioning_scale),
-        gr.update(value=control.guidance_start),
-        gr.update(value=control.guidance_end),
-    ]
+    updates = []
+    for f in form:
+        if f.target is None:  # the image: recipes hold settings, not images
+            updates.append(gr.update())
+        elif f.target == "preprocessor":  # its choices follow the modality
+            choices = _preprocessor_choices(control.modality)
+            updates.append(gr.update(choices=choices, value=control.preprocessor))
+        else:
+            updates.append(gr.update(value=getattr(control, f.target)))
+    return updates
 
 
 def wire_recipe_load(
-    view: CombineView, engine: Engine, units: Sequence[list[FormField]], choices: set[str]
+    view: CombineView,
+    engine: Engine,
+    units: Sequence[list[FormField]],
+    shared: Sequence[FormField],
+    choices: set[str],
 ) -> None:
     targets = view.inputs()
-    shared_names = list(view.shared)
 
-    # The recipe's extra control k fills unit k + 2.
-    @user_errors(labels=unit_labels(range(2, UNITS + 1), units))
+    # The recipe's extra control k fills unit k + 2: a recipe made with units 1 and 3 fills 1 and 2.
+    @user_errors(labels=unit_labels(range(2, UNITS + 1), units, shared))
     def run_load_recipe(path):
         if not path:
             return [gr.update() for _ in targets]
-        request = engine.validate(request_from_recipe(read_recipe(path)))
-        controls = request.controls()
-        if len(controls) > UNITS:
+        request = request_from_recipe(read_recipe(path))
+        if len(request.controls()) > UNITS:
             raise gr.Error(
-                f"This recipe has {len(controls)} ControlNets; the Combine tab holds {UNITS}."
+                f"This recipe has {len(request.controls())} ControlNets; the Combine tab holds "
+                f"{UNITS}."
             )
+        request = engine.validate(request)
+        controls = request.controls()
         for number, control in enumerate(controls, start=1):
             if control.modality not in choices:
                 raise gr.Error(
@@ -365,18 +380,17 @@ def wire_recipe_load(
                     "which the Combine tab does not take: load it in its own tab."
                 )
         updates = []
-        for number in range(1, UNITS + 1):
+        for number, form in enumerate(units, start=1):
             control = controls[number - 1] if number <= len(controls) else None
-            updates += unit_updates(number, control)
+            updates += unit_updates(number, form, control)
         if request.num_images != 1:
             gr.Warning(
                 f"The recipe made {request.num_images} images; this tab makes one, the first."
             )
-        shared = {"randomize_seed": False}
-        for name in shared_names:
-            value = shared.get(name, getattr(request, name, None))
-            updates.append(gr.update(value=value))
-        gr.Info(recipe_loaded_message(request))
+        updates += [gr.update(value=f.recipe_value(request)) for f in shared]
+        gr.Info(
+            f"{recipe_loaded_message(request)} Its ControlNets fill units 1 to {len(controls)}."
+        )
         return updates
 
     view.recipe_file.upload(

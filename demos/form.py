@@ -65,6 +65,9 @@ def request_values(form: Sequence[FormField], values: Sequence[Any]) -> dict[str
     parameters only), with the seed drawn when "randomize" is on."""
     named = dict(zip((f.name for f in form), values, strict=True))
     fields = {f.target: named[f.name] for f in form if f.target}
+    for name in ("prompt", "negative_prompt"):  # an API call may send null: no text
+        if name in fields and fields[name] is None:
+            fields[name] = ""
     chosen = fields.get("preprocessor")
     fields["preprocessor_params"] = {
         f.param: named[f.name] for f in form if f.owner is not None and f.owner == chosen

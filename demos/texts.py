@@ -14,8 +14,8 @@ TOY_PROMPT = "a red star and a blue circle on a white background"
 BACKEND_NOTES = {
     "real": "Stable Diffusion 1.5 + ControlNet 1.1 weights.",
     "toy": "Toy model: shapes only, trained in this repo (64×64, upscaled for display). "
-    "Try prompts like “a red star and a blue circle on a white background”: say the background "
-    "colour, the toy picks one at random otherwise.",
+    f"Try prompts like “{TOY_PROMPT}”: say the background colour, the toy picks one at random "
+    "otherwise.",
     "tiny": "Tiny random weights: the real code path for tests; the images are noise.",
 }
 

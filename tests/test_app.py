@@ -328,6 +328,32 @@ def test_combine_errors_name_the_unit(served):
         client.predict(*args, api_name="/combine")
 
 
+def test_combine_names_shared_fields_and_refuses_four_controlnets(served, tmp_path):
+    import json
+
+    client, square = served
+    args = combine_args(client, square, unit2_image=None, resolution=100)
+    with pytest.raises(Exception, match=r"^Resolution \(short side\): must be a multiple of 64"):
+        client.predict(*args, api_name="/combine")
+    recipe = {
+        "format": "controlnet-demo-suite/recipe-v1",
+        "modality": "canny",
+        "extra_controls": [{"modality": "canny", "guidance_start": 2}] * 3,
+    }
+    (tmp_path / "four.json").write_text(json.dumps(recipe))
+    with pytest.raises(Exception, match="has 4 ControlNets; the Combine tab holds 3"):
+        client.predict(handle_file(str(tmp_path / "four.json")), api_name="/combine_load_recipe")
+
+
+def test_an_api_call_may_send_no_prompt(served):
+    client, square = served
+    args = endpoint_args(
+        client, "/canny", image=handle_file(str(square)), **{**SETTINGS, "prompt": None}
+    )
+    gallery, recipe, _, _ = client.predict(*args, api_name="/canny")
+    assert recipe["prompt"] == "" and len(gallery) == 3
+
+
 def test_a_tab_runs_alone_with_the_apps_look(tmp_path):
     """`python demos/<tab>.py` serves that tab with the app's theme, CSS and keyboard script."""
     import json

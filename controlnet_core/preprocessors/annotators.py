@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from controlnet_core import hub
 from controlnet_core.concurrency import model_construction_lock
 from controlnet_core.errors import shown
-from controlnet_core.hub import hub_answers
 from controlnet_core.preprocessors import (
     ParamSpec,
     PreprocessorSpec,
@@ -165,7 +165,7 @@ def _load_local_first(source: AnnotatorSource) -> Any:
         with model_construction_lock:
             detector = source.load(True)
     except Exception as local_error:  # not cached: the network is the only other place
-        if source.weights is None or not hub_answers():
+        if source.weights is None or not hub.hub_answers():
             raise WeightsUnavailableError(_missing(source, local_error)) from local_error
         try:
             source.fetch()  # outside the lock: a download must not hold up other loads
