@@ -70,7 +70,6 @@ def backend_note(engine: Engine, modality_id: str | None = None) -> str:
 def missing_weights_message(error: WeightsUnavailableError) -> str:
     """The core's message (what is missing, then how to get it) with, in between, which
     preprocessor of the same tab works offline."""
-    what, _, how = str(error).partition("\n")
     if error.preprocessor is None:
         return str(error)
     alternative = error.offline_alternative
@@ -82,4 +81,4 @@ def missing_weights_message(error: WeightsUnavailableError) -> str:
         )
     else:
         hint = f"Works offline in this tab: choose Preprocessor “{get_preprocessor(alternative).label}”."
-    return f"{what}\n{hint}\n{how}".rstrip()
+    return f"{error.missing}\n{hint}\n{error.how}".rstrip()

@@ -132,18 +132,22 @@ class PreprocessorSpec:
 class WeightsUnavailableError(RuntimeError):
     """Weights that a model or annotator needs cannot be loaded (offline, not cached, bad path).
 
-    The message's first line says which weights are missing, the rest how to provide them. For a
-    preprocessor, `preprocessor` is its id and `offline_alternative` the id of the one of the same
-    tab that needs no weights (None when there is none), for the UI to point to.
+    `missing` says which weights are missing, `how` how to provide them (and why loading failed);
+    the message is both, on two lines. For a preprocessor, `preprocessor` is its id and
+    `offline_alternative` the id of the one of the same tab that needs no weights (None when there is
+    none), for the UI to point to.
     """
 
     def __init__(
         self,
-        message: str,
+        missing: str,
+        how: str = "",
         preprocessor: str | None = None,
         offline_alternative: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(f"{missing}\n{how}" if how else missing)
+        self.missing = missing
+        self.how = how
         self.preprocessor = preprocessor
         self.offline_alternative = offline_alternative
 

@@ -75,7 +75,7 @@ class AnnotatorCache:
     def __init__(self, retry_after_s: float = 60.0) -> None:
         self._sources: dict[str, AnnotatorSource] = {}
         self._models: dict[str, Any] = {}
-        self._failures: dict[str, tuple[float, str]] = {}
+        self._failures: dict[str, tuple[float, WeightsUnavailableError]] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._call_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -135,12 +135,12 @@ class AnnotatorCache:
                     return self._models[name]
                 failure = self._failures.get(name)
             if failure is not None and time.monotonic() - failure[0] < self.retry_after_s:
-                raise WeightsUnavailableError(failure[1])
+                raise WeightsUnavailableError(failure[1].missing, failure[1].how)
             try:
                 detector = _load_local_first(source)
             except WeightsUnavailableError as error:
                 with self._lock:
-                    self._failures[name] = (time.monotonic(), str(error))
+                    self._failures[name] = (time.monotonic(), error)
                 raise
             with self._lock:
                 self._models[name] = detector
@@ -166,29 +166,29 @@ def _load_local_first(source: AnnotatorSource) -> Any:
             detector = source.load(True)
     except Exception as local_error:  # not cached: the network is the only other place
         if source.weights is None or not hub.hub_answers():
-            raise WeightsUnavailableError(_missing(source, local_error)) from local_error
+            raise WeightsUnavailableError(*_missing(source, local_error)) from local_error
         try:
             source.fetch()  # outside the lock: a download must not hold up other loads
             with model_construction_lock:
                 detector = source.load(False)
         except Exception as error:
-            raise WeightsUnavailableError(_missing(source, error)) from error
+            raise WeightsUnavailableError(*_missing(source, error)) from error
     log.info("loaded annotator %s in %.1f s", source.name, time.perf_counter() - started)
     return detector
 
 
-def _missing(source: AnnotatorSource, error: Exception) -> str:
-    """First line: what is missing; then how to get it and why loading failed (shortened)."""
+def _missing(source: AnnotatorSource, error: Exception) -> tuple[str, str]:
+    """What is missing, and how to get it with why loading failed (shortened)."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
     reason = f"{type(error).__name__}: {reason}"
     if len(reason) > 160:  # a whole word, then "…": the tail of a network error says nothing new
         reason = reason[:160].rsplit(" ", 1)[0] + "…"
     if source.weights is None:
-        return f"The {source.name} annotator could not be loaded.\n({reason})"
+        return f"The {source.name} annotator could not be loaded.", f"({reason})"
     return (
-        f"Missing weights: {source.weights}.\n"
+        f"Missing weights: {source.weights}.",
         "To use it, let the app reach the Hugging Face hub once (the weights are then cached) or "
-        f"copy them into the Hugging Face cache. ({reason})"
+        f"copy them into the Hugging Face cache. ({reason})",
     )
 
 
@@ -260,7 +260,10 @@ def weighted_spec(
             return run(image, **params)
         except WeightsUnavailableError as error:
             raise WeightsUnavailableError(
-                f"{label} — {error}", preprocessor=id, offline_alternative=offline_alternative
+                f"{label} — {error.missing}",
+                error.how,
+                preprocessor=id,
+                offline_alternative=offline_alternative,
             ) from error
 
     return PreprocessorSpec(
