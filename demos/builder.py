@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
@@ -57,6 +57,7 @@ from demos.hosting import (
     report,
     user_errors,
 )
+from demos.inside import InsidePanel, inside_outputs, inside_panel
 from demos.running import RunButtons, run_buttons
 from demos.texts import backend_note, can_generate
 
@@ -81,6 +82,7 @@ class TabView:
     comparison: gr.ImageSlider
     recipe_file: gr.File
     recipe: gr.JSON
+    inside: InsidePanel
     runs_here: Callable[[str], bool]  # whether a preprocessor can run on this server now
 
     @property
@@ -254,13 +256,14 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
             if note:
                 gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
             gallery, comparison = results_area("Control map, then results")
+            inside = inside_panel() if buttons.enabled else None
             recipe_file, recipe = recipe_area(
                 "Load a recipe (a PNG made here, or its JSON) to refill this tab"
             )
     fields = {f.name: made[f.name] for f in form}  # API order
     return TabView(
         modality, engine.settings, fields, buttons, preview, sweep_kind, sweep_values,
-        gallery, comparison, recipe_file, recipe,
+        gallery, comparison, recipe_file, recipe, inside,
         lambda pid: preprocessor_runs_here(pid, engine.hub_online),
     )  # fmt: skip
 
@@ -327,6 +330,40 @@ def wire_tab(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     wire_preview(view, form, engine)
     wire_recipe_load(view, form, engine)
     wire_parameter_display(view, form)
+    if view.inside is not None:
+        wire_inside(view, form, engine)
+
+
+def wire_inside(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
+    """`/<id>_inside`: one traced generation fills the "Inside the ControlNet" panel."""
+    names = [f.name for f in form]
+
+    @user_errors(labels=field_labels(form))
+    @on_gpu(lambda: names)
+    def run_inside(*values, progress=gr.Progress()):
+        *values, step = values
+        image, request = build_request(view.modality, form, values)
+        request = replace(request, num_images=1)  # the first image of the batch, traced
+        return inside_outputs(
+            engine.generate(request, image, progress=report(progress), inside_step=step)
+        )
+
+    name_parameters(run_inside, [*names, "inside_step"])
+    view.inside.button.click(
+        run_inside,
+        inputs=[*view.fields.values(), view.inside.step],
+        outputs=[view.inside.heat, view.inside.bars],
+        concurrency_id="generate",
+        show_progress_on=[view.inside.heat],
+        **endpoint(
+            run_inside,
+            f"{view.modality.id}_inside",
+            f"What the {view.modality.label} ControlNet adds inside the UNet for the tab's "
+            "settings (first image): a heat map per injection point and each block's residual "
+            "norm relative to the UNet's skip activation, at `inside_step` (first, middle, last "
+            "or mean).",
+        ),
+    )
 
 
 def run_descriptions(label: str) -> dict[str, str]:
@@ -353,9 +390,7 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     labels = field_labels(form)
 
     def build(values: Sequence[Any]) -> tuple[Any, GenerationRequest]:
-        image, *rest = values
-        request = GenerationRequest(modality=modality.id, **request_values(form[1:], rest))
-        return read_source(modality, image), request
+        return build_request(modality, form, values)
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names)
@@ -497,6 +532,15 @@ def wire_parameter_display(view: TabView, form: Sequence[FormField]) -> None:
 
 
 # --- shared helpers -------------------------------------------------------------------------------
+
+
+def build_request(
+    modality: Modality, form: Sequence[FormField], values: Sequence[Any]
+) -> tuple[Any, GenerationRequest]:
+    """The engine's input and the request, from a tab's form values (the image first)."""
+    image, *rest = values
+    request = GenerationRequest(modality=modality.id, **request_values(form[1:], rest))
+    return read_source(modality, image), request
 
 
 def read_source(modality: Modality, value: Any) -> Any:

@@ -389,3 +389,23 @@ def test_a_tab_runs_alone_with_the_apps_look(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_inside_endpoint_traces_one_generation(served):
+    """`/canny_inside`: a heat map per injection point and one bar per block; at strength 0 every
+    bar is exactly 0, and the tab's generate endpoint keeps its four outputs."""
+    client, square = served
+    args = endpoint_args(client, "/canny_inside", image=handle_file(str(square)), **SETTINGS)
+    heats, bars = client.predict(*args, api_name="/canny_inside")
+    rows = bars["data"]
+    assert len(heats) == len(rows) >= 2
+    assert heats[0]["caption"].startswith("conv_in · ") and "mid_block" in heats[-1]["caption"]
+    assert all(row[1] > 0 for row in rows)
+    off = endpoint_args(
+        client,
+        "/canny_inside",
+        image=handle_file(str(square)),
+        **{**SETTINGS, "conditioning_scale": 0.0, "inside_step": "first"},
+    )
+    _, bars = client.predict(*off, api_name="/canny_inside")
+    assert all(row[1] == 0 for row in bars["data"])
