@@ -51,6 +51,7 @@ from controlnet_core.request import (
     validate_extra_controls,
 )
 from controlnet_core.settings import SCHEDULER_NAMES, Settings
+from controlnet_core.timeline import LinearDecoder, Timeline, TinyVAEDecoder, preview_decoder
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -81,6 +82,8 @@ class GenerationResult:
     extra_maps: list[Image.Image] = field(default_factory=list)
     map_labels: list[str] = field(default_factory=list)  # the modality of each control map
     inside: ResidualRecord | None = None  # what the ControlNets added inside the UNet (on request)
+    # (step index, predicted final image per variant) at a few steps (on request), cheaply decoded
+    timeline: list[tuple[int, list[np.ndarray]]] = field(default_factory=list)
 
 
 class Engine:
@@ -100,6 +103,8 @@ class Engine:
         self._map_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._map_cache_size = map_cache_size
         self._map_lock = threading.Lock()
+        self._decoder: LinearDecoder | TinyVAEDecoder | None = None
+        self._decoder_lock = threading.Lock()
         self.preprocessor_runs = 0
 
     @property
@@ -112,6 +117,13 @@ class Engine:
         from controlnet_core.hub import hub_answers
 
         return hub_answers()
+
+    def preview_decoder(self) -> LinearDecoder | TinyVAEDecoder:
+        """How this backend's latents are drawn cheaply (its `name` says which; see `timeline`)."""
+        with self._decoder_lock:
+            if self._decoder is None:
+                self._decoder = preview_decoder(self.manager.base())
+            return self._decoder
 
     def device_summary(self) -> str:
         """The device and dtype the real backend runs on, e.g. "cpu, bfloat16"."""
@@ -260,22 +272,26 @@ class Engine:
         progress: ProgressCallback | None = None,
         extra_images: Sequence[object] = (),
         inside_step: str | None = None,
+        timeline: int = 0,
     ) -> GenerationResult:
         """Plain SD and ControlNet for the same seed and settings, from one batched pass.
 
         images[0] is plain SD (every ControlNet skipped), images[1] the controlled image;
-        `inside_step` records the controlled image's residuals (see `generate`).
+        `inside_step` records the controlled image's residuals (see `generate`); `timeline` > 0
+        also gives both predicted final images at about that many steps (`GenerationResult.timeline`,
+        drawn by `timeline.LinearDecoder`).
         """
         from controlnet_core.sampling import Variant
 
         probe = ResidualProbe(inside_step, variant=1) if inside_step else None
+        frames = Timeline(timeline) if timeline else None
         prepared = self._prepare(request, control_image, extra_images, progress)
         seed = prepared.request.seed
         off = tuple(replace(u, conditioning_scale=0.0) for u in prepared.unit_settings)
         variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
         names = " + ".join(control_labels(prepared.request))
         labels = ["plain SD (no ControlNet)", f"ControlNet ({names})"]
-        return self._run(prepared, variants, labels, {"kind": "compare"}, progress, probe)
+        return self._run(prepared, variants, labels, {"kind": "compare"}, progress, probe, frames)
 
     def sweep(
         self,
@@ -366,7 +382,7 @@ class Engine:
         return _Prepared(request, modality, maps, loaded, units, settings, width, height, started)
 
     def _run(
-        self, prepared, variants, labels, recipe_extra, progress, probe=None
+        self, prepared, variants, labels, recipe_extra, progress, probe=None, timeline=None
     ) -> GenerationResult:
         from controlnet_core.models import make_scheduler
         from controlnet_core.sampling import sample
@@ -393,6 +409,7 @@ class Engine:
             control_mode=request.control_mode,
             on_step=on_step,
             probe=probe,
+            timeline=timeline,
         )
         images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
         recipe = build_recipe(
@@ -414,6 +431,7 @@ class Engine:
             extra_maps=[Image.fromarray(m) for m in prepared.maps[1:]],
             map_labels=control_labels(request),
             inside=probe.result() if probe is not None else None,
+            timeline=timeline.images(self.preview_decoder()) if timeline is not None else [],
         )
 
     def model_facts(self, loaded: Sequence[Any]) -> dict[str, Any]:
