@@ -57,7 +57,14 @@ from demos.hosting import (
     report,
     user_errors,
 )
-from demos.inside import InsidePanel, inside_outputs, inside_panel
+from demos.inside import (
+    InsidePanel,
+    TimelinePanel,
+    inside_outputs,
+    inside_panel,
+    timeline_outputs,
+    timeline_panel,
+)
 from demos.running import RunButtons, run_buttons
 from demos.texts import backend_note, can_generate
 
@@ -82,7 +89,8 @@ class TabView:
     comparison: gr.ImageSlider
     recipe_file: gr.File
     recipe: gr.JSON
-    inside: InsidePanel
+    inside: InsidePanel | None  # None where this backend cannot generate for the tab
+    timeline: TimelinePanel | None
     runs_here: Callable[[str], bool]  # whether a preprocessor can run on this server now
 
     @property
@@ -257,13 +265,14 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
                 gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
             gallery, comparison = results_area("Control map, then results")
             inside = inside_panel() if buttons.enabled else None
+            timeline = timeline_panel() if buttons.enabled else None
             recipe_file, recipe = recipe_area(
                 "Load a recipe (a PNG made here, or its JSON) to refill this tab"
             )
     fields = {f.name: made[f.name] for f in form}  # API order
     return TabView(
         modality, engine.settings, fields, buttons, preview, sweep_kind, sweep_values,
-        gallery, comparison, recipe_file, recipe, inside,
+        gallery, comparison, recipe_file, recipe, inside, timeline,
         lambda pid: preprocessor_runs_here(pid, engine.hub_online),
     )  # fmt: skip
 
@@ -332,6 +341,35 @@ def wire_tab(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     wire_parameter_display(view, form)
     if view.inside is not None:
         wire_inside(view, form, engine)
+        wire_timeline(view, form, engine)
+
+
+def wire_timeline(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
+    """`/<id>_timeline`: one comparison with the predicted final image at a few steps."""
+    names = [f.name for f in form]
+
+    @user_errors(labels=field_labels(form))
+    @on_gpu(lambda: names, variants=2)
+    def run_timeline(*values, progress=gr.Progress()):
+        image, request = build_request(view.modality, form, values)
+        result = engine.compare(request, image, progress=report(progress), timeline=6)
+        return timeline_outputs(result, result.recipe["steps"], engine.preview_decoder().name)
+
+    name_parameters(run_timeline, names)
+    view.timeline.button.click(
+        run_timeline,
+        inputs=list(view.fields.values()),
+        outputs=[view.timeline.strip, view.timeline.note],
+        concurrency_id="generate",
+        show_progress_on=[view.timeline.strip],
+        **endpoint(
+            run_timeline,
+            f"{view.modality.id}_timeline",
+            f"Plain Stable Diffusion and the {view.modality.label} ControlNet for one seed, "
+            "step by step: the predicted final image at about six steps of each, drawn by a "
+            "cheap decoder (named in the second output).",
+        ),
+    )
 
 
 def wire_inside(view: TabView, form: Sequence[FormField], engine: Engine) -> None:

@@ -26,6 +26,7 @@ INSIDE_STEP_CHOICES = [
 # A dark-to-bright ramp (black, purple, orange, yellow): strong residuals stand out on the map.
 _RAMP = np.array([[0, 0, 0], [90, 20, 140], [230, 90, 40], [255, 230, 80]], dtype=np.float32)
 HEAT_SIDE = 160  # each heat map is shown at least this wide
+DEFAULT_TIMELINE_COLUMNS = 6  # one row per model: plain SD, then ControlNet
 
 
 @dataclass
@@ -118,3 +119,50 @@ def inside_outputs(result: Any) -> tuple[list[tuple[Image.Image, str]], pd.DataF
         }
     )
     return heats, bars
+
+
+@dataclass
+class TimelinePanel:
+    button: gr.Button
+    strip: gr.Gallery
+    note: gr.Markdown
+
+
+def timeline_panel() -> TimelinePanel:
+    """The denoising timeline's components, in a closed accordion under the results."""
+    with gr.Accordion("Denoising timeline: when the layout is decided", open=False):
+        gr.Markdown(
+            "One comparison, step by step: what the model expects the final image to be at a few "
+            "steps, plain SD first, then ControlNet (same seed). The layout "
+            "is fixed in the first steps, which is why ending the control early (say at 0.3) "
+            "keeps the composition and lets the prompt finish the details.",
+            elem_classes=["backend-note"],
+        )
+        button = gr.Button("Compare, step by step")
+        strip = gr.Gallery(
+            label="Predicted final image at each step",
+            format="png",
+            columns=DEFAULT_TIMELINE_COLUMNS,
+            height="auto",
+            object_fit="contain",
+            buttons=["download", "fullscreen"],
+            elem_classes=["cn-results", "cn-timeline"],
+        )
+        note = gr.Markdown(elem_classes=["backend-note"])
+    return TimelinePanel(button, strip, note)
+
+
+def timeline_outputs(result: Any, steps: int, decoder: str) -> tuple[list, str]:
+    """The strip (plain SD's row, then the ControlNet's) and which decoder drew it."""
+    rows: list[list[tuple[Image.Image, str]]] = [[], []]
+    for index, images in result.timeline:
+        for row, (image, who) in enumerate(zip(images, ("plain SD", "ControlNet"), strict=True)):
+            picture = Image.fromarray(image)
+            factor = max(1, -(-HEAT_SIDE // picture.width))
+            picture = picture.resize((picture.width * factor, picture.height * factor))
+            rows[row].append((picture, f"{who} · step {index + 1}/{steps}"))
+    note = (
+        f"*Drawn by {decoder}; the final images (in the gallery above after Compare) are decoded "
+        "by the full VAE.*"
+    )
+    return rows[0] + rows[1], note

@@ -60,9 +60,12 @@ footer { display: none !important; }
 .cn-results .caption-label { position: static; max-width: none; white-space: normal; overflow: visible;
   text-overflow: clip; border: none; border-radius: 0; border-top: 1px solid var(--border-color-primary);
   line-height: 1.3; opacity: 1 !important; }
+.cn-timeline .grid-container { grid-template-columns: repeat(6, minmax(0, 1fr)) !important; }
 @media (max-width: 640px) {
   .cn-results .grid-container:has(> .gallery-item:nth-child(3)) {
     grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+  .cn-results.cn-timeline .grid-container:has(> .gallery-item) {
+    grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
 }
 """
 

@@ -409,3 +409,14 @@ def test_inside_endpoint_traces_one_generation(served):
     )
     _, bars = client.predict(*off, api_name="/canny_inside")
     assert all(row[1] == 0 for row in bars["data"])
+
+
+def test_timeline_endpoint_shows_both_rows_step_by_step(served):
+    client, square = served
+    args = endpoint_args(client, "/canny_timeline", image=handle_file(str(square)), **SETTINGS)
+    strip, note = client.predict(*args, api_name="/canny_timeline")
+    captions = [item["caption"] for item in strip]
+    steps = SETTINGS["steps"]
+    assert captions[0] == f"plain SD · step 1/{steps}"
+    assert captions[-1] == f"ControlNet · step {steps}/{steps}"
+    assert len(captions) == 2 * min(6, steps) and "linear latent→RGB map" in note
