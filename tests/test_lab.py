@@ -1,0 +1,45 @@
+"""The training lab's core (controlnet_core.toy.lab): a ControlNet trained from zero convolutions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controlnet_core import Engine, FieldError, Settings
+from controlnet_core.toy.lab import TrainingLab
+
+
+@pytest.fixture(scope="module")
+def toy_pipe():
+    return Engine(Settings(backend="toy")).manager.base()
+
+
+def test_at_step_zero_the_controlnet_changes_nothing(toy_pipe):
+    lab = TrainingLab(toy_pipe, samples=16, batch_size=2)
+    assert lab.step == 0 and lab.zero_conv_norms() and all(n == 0.0 for n in lab.zero_conv_norms())
+    shown = lab.sample(steps=4)
+    assert np.array_equal(shown.controlled, shown.plain)  # zero convolutions add exactly nothing
+    assert shown.control.shape == (64, 64, 3) and shown.prompt
+
+
+def test_training_moves_the_zero_convolutions_and_drops_prompts(toy_pipe):
+    lab = TrainingLab(toy_pipe, samples=16, batch_size=4, drop_prompt=0.5, seed=1)
+    lab.train(3)
+    assert lab.step == 3 and all(np.isfinite(lab.losses))
+    assert all(n > 0 for n in lab.zero_conv_norms())
+    assert lab.prompts_seen == 12 and 0 < lab.prompts_dropped < 12
+    shown = lab.sample(steps=4)
+    assert not np.array_equal(shown.controlled, shown.plain)
+    assert 0.0 <= shown.edge_f1 <= 1.0
+    never = TrainingLab(toy_pipe, samples=16, batch_size=4, drop_prompt=0.0)
+    always = TrainingLab(toy_pipe, samples=16, batch_size=4, drop_prompt=1.0)
+    never.train(1)
+    always.train(1)
+    assert never.prompts_dropped == 0 and always.prompts_dropped == 4
+
+
+def test_bad_lab_settings_name_their_field(toy_pipe):
+    with pytest.raises(FieldError, match="kind must be one of"):
+        TrainingLab(toy_pipe, kind="depth", samples=4)
+    with pytest.raises(FieldError, match="drop_prompt must be between 0 and 1"):
+        TrainingLab(toy_pipe, drop_prompt=1.5, samples=4)
