@@ -356,19 +356,32 @@ def wire_timeline(view: TabView, form: Sequence[FormField], engine: Engine) -> N
         return timeline_outputs(result, result.recipe["steps"], engine.preview_decoder().name)
 
     name_parameters(run_timeline, names)
-    view.timeline.button.click(
+    wire_panel_run(
+        view.timeline.button,
         run_timeline,
-        inputs=list(view.fields.values()),
-        outputs=[view.timeline.strip, view.timeline.note],
-        concurrency_id="generate",
-        show_progress_on=[view.timeline.strip],
-        **endpoint(
+        list(view.fields.values()),
+        [view.timeline.strip, view.timeline.note],
+        endpoint(
             run_timeline,
             f"{view.modality.id}_timeline",
             f"Plain Stable Diffusion and the {view.modality.label} ControlNet for one seed, "
             "step by step: the predicted final image at about six steps of each, drawn by a "
             "cheap decoder (named in the second output).",
         ),
+    )
+
+
+def wire_panel_run(
+    button: gr.Button, fn: Callable, inputs: list, outputs: list, options: dict[str, Any]
+) -> None:
+    """A panel's own run: in the generate queue, its progress on its first output."""
+    button.click(
+        fn,
+        inputs=inputs,
+        outputs=outputs,
+        concurrency_id="generate",
+        show_progress_on=[outputs[0]],
+        **options,
     )
 
 
@@ -387,13 +400,12 @@ def wire_inside(view: TabView, form: Sequence[FormField], engine: Engine) -> Non
         )
 
     name_parameters(run_inside, [*names, "inside_step"])
-    view.inside.button.click(
+    wire_panel_run(
+        view.inside.button,
         run_inside,
-        inputs=[*view.fields.values(), view.inside.step],
-        outputs=[view.inside.heat, view.inside.bars],
-        concurrency_id="generate",
-        show_progress_on=[view.inside.heat],
-        **endpoint(
+        [*view.fields.values(), view.inside.step],
+        [view.inside.heat, view.inside.bars],
+        endpoint(
             run_inside,
             f"{view.modality.id}_inside",
             f"What the {view.modality.label} ControlNet adds inside the UNet for the tab's "

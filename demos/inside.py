@@ -37,6 +37,19 @@ class InsidePanel:
     bars: gr.BarPlot
 
 
+def picture_strip(label: str, columns: int, *classes: str) -> gr.Gallery:
+    """A gallery of whole, captioned pictures (the results' look: see launch.CSS)."""
+    return gr.Gallery(
+        label=label,
+        format="png",
+        columns=columns,
+        height="auto",
+        object_fit="contain",
+        buttons=["download", "fullscreen"],
+        elem_classes=["cn-results", *classes],
+    )
+
+
 def inside_panel() -> InsidePanel:
     """The panel's components, in a closed accordion under the results."""
     with gr.Accordion("Inside the ControlNet: what it adds to each UNet block", open=False):
@@ -61,15 +74,7 @@ def inside_panel() -> InsidePanel:
             sort=None,
             height=260,
         )
-        heat = gr.Gallery(
-            label="Residual heat maps, block by block",
-            format="png",
-            columns=4,
-            height="auto",
-            object_fit="contain",
-            buttons=["download", "fullscreen"],
-            elem_classes=["cn-results"],
-        )
+        heat = picture_strip("Residual heat maps, block by block", 4)
     return InsidePanel(step, button, heat, bars)
 
 
@@ -139,14 +144,8 @@ def timeline_panel() -> TimelinePanel:
             elem_classes=["backend-note"],
         )
         button = gr.Button("Compare, step by step")
-        strip = gr.Gallery(
-            label="Predicted final image at each step",
-            format="png",
-            columns=DEFAULT_TIMELINE_COLUMNS,
-            height="auto",
-            object_fit="contain",
-            buttons=["download", "fullscreen"],
-            elem_classes=["cn-results", "cn-timeline"],
+        strip = picture_strip(
+            "Predicted final image at each step", DEFAULT_TIMELINE_COLUMNS, "cn-timeline"
         )
         note = gr.Markdown(elem_classes=["backend-note"])
     return TimelinePanel(button, strip, note)
