@@ -33,6 +33,13 @@ def combine_tab(engine: Engine) -> None:
         combine.create_demo(engine)
 
 
+def lab_tab(engine: Engine) -> None:
+    from demos import lab
+
+    with gr.Tab("Training lab", id="lab"):
+        lab.create_demo(engine)
+
+
 def tab_factory(modality_id: str) -> Callable[[Engine], gr.Blocks]:
     """`demos.<modality_id>.create_demo` when the modality has its own module, else the generic tab."""
     module_name = f"demos.{modality_id}"
@@ -60,7 +67,10 @@ important" also applies control to the conditional half of CFG only, so guidance
 
 
 def build_app(
-    engine: Engine, modality_ids: Sequence[str] | None = None, combine: bool = True
+    engine: Engine,
+    modality_ids: Sequence[str] | None = None,
+    combine: bool = True,
+    lab: bool = True,
 ) -> gr.Blocks:
     """The whole app: a header, one tab per modality (all of the registry by default), Combine."""
     modality_ids = list(modality_ids or MODALITIES)
@@ -85,6 +95,8 @@ def build_app(
                     tab_factory(modality_id)(engine)
             if position == len(modality_ids):
                 combine_tab(engine)
+            if lab:
+                lab_tab(engine)
     return demo
 
 

@@ -60,6 +60,7 @@ from controlnet_core.settings import (
     settings_from_cli,
 )
 from controlnet_core.storage import ServerFolder
+from controlnet_core.toy.lab import TrainingLab
 
 __all__ = [
     "BACKEND_MAX_RESOLUTION",
@@ -89,6 +90,7 @@ __all__ = [
     "PreprocessorSpec",
     "ServerFolder",
     "Settings",
+    "TrainingLab",
     "WeightsUnavailableError",
     "check_can_start",
     "check_pixels",

@@ -43,3 +43,25 @@ def test_bad_lab_settings_name_their_field(toy_pipe):
         TrainingLab(toy_pipe, kind="depth", samples=4)
     with pytest.raises(FieldError, match="drop_prompt must be between 0 and 1"):
         TrainingLab(toy_pipe, drop_prompt=1.5, samples=4)
+
+
+def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time():
+    import gradio as gr
+
+    from app import build_app
+    from demos import lab
+
+    demo = build_app(Engine(Settings(backend="toy")), ["canny"], combine=False)
+    run = next(f for f in demo.fns.values() if f.api_name == "lab_train").fn
+    frames = run("canny", 50, 1)  # a 1-second budget
+    status, pictures, curve, bars = next(frames)
+    assert status.startswith("**Step 0**")
+    first_controlled, first_plain = (np.asarray(p[0]) for p in pictures[1:])
+    assert np.array_equal(first_controlled, first_plain)  # zero convolutions: nothing changes
+    assert (bars["norm"] == 0).all()
+    with pytest.raises(gr.Error, match="already running"):  # a second run waits its turn
+        next(run("canny", 50, 1))
+    *_, last = frames  # the budget ends the run
+    status, pictures, curve, bars = last
+    assert not status.startswith("**Step 0**") and len(curve) >= 1 and (bars["norm"] > 0).all()
+    assert not lab.LAB_LOCK.locked()
