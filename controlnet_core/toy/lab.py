@@ -126,6 +126,28 @@ class TrainingLab:
 
     def sample(self, steps: int = 20, guidance_scale: float = 3.0, seed: int = 0) -> LabSample:
         """The held-out map and prompt rendered with the current weights and without, one batch."""
+        return self.render(self.held_out_control, self.held_out_prompt, steps, guidance_scale, seed)
+
+    def held_out_f1(self, count: int = 8, steps: int = 10) -> float:
+        """Mean edge F1 of `count` held-out maps (never trained on) rendered with the current weights."""
+        from controlnet_core.toy.data import generate_sample
+
+        scores = []
+        for index in range(count):
+            held_out = generate_sample(HELD_OUT_SEED, index)
+            control = getattr(held_out, self.kind)[:, :, 0]
+            scores.append(self.render(control, held_out.caption, steps, seed=index).edge_f1)
+        return float(np.mean(scores))
+
+    def render(
+        self,
+        control_map: np.ndarray,
+        prompt: str,
+        steps: int = 20,
+        guidance_scale: float = 3.0,
+        seed: int = 0,
+    ) -> LabSample:
+        """`control_map` (grey) and `prompt` rendered with the current weights and without."""
         import cv2
         import torch
         from PIL import Image
@@ -134,7 +156,7 @@ class TrainingLab:
         from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, sample
         from controlnet_core.toy.evaluate import edge_f1
 
-        control = np.repeat(self.held_out_control[..., None], 3, axis=2)
+        control = np.repeat(control_map[..., None], 3, axis=2)
         self.controlnet.eval()
         try:
             with torch.no_grad():
@@ -142,7 +164,7 @@ class TrainingLab:
                     self.pipe,
                     [ControlUnit(self.controlnet, Image.fromarray(control))],
                     [Variant(seed, (UnitSettings(1.0),)), Variant(seed, (UnitSettings(0.0),))],
-                    prompt=self.held_out_prompt,
+                    prompt=prompt,
                     steps=steps,
                     guidance_scale=guidance_scale,
                     width=control.shape[1],
@@ -153,5 +175,5 @@ class TrainingLab:
             self.controlnet.train()
         controlled, plain = (images * 255).round().astype(np.uint8)
         edges = cv2.Canny(cv2.cvtColor(controlled, cv2.COLOR_RGB2GRAY), 50, 150) > 0
-        score = edge_f1(edges, self.held_out_control > 0)
-        return LabSample(control, self.held_out_prompt, controlled, plain, score)
+        score = edge_f1(edges, control_map > 0)
+        return LabSample(control, prompt, controlled, plain, score)
