@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--kind", choices=("canny", "scribble"), default="canny")
     parser.add_argument("--drop-prompt", type=float, default=0.5)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,7 +39,13 @@ def main() -> None:
     flags = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.split()
     print("cpu flags:", " ".join(f for f in ("avx512_bf16", "amx_bf16", "avx2") if f in flags))
     lab = TrainingLab(
-        Engine(Settings(backend="toy")).manager.base(), args.kind, args.drop_prompt, samples=512
+        Engine(Settings(backend="toy")).manager.base(),
+        args.kind,
+        args.drop_prompt,
+        samples=512,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
     )
     started = time.perf_counter()
     print("step  seconds  loss     zero-conv norm  held-out edge F1")

@@ -46,6 +46,8 @@ class TrainingLab:
         seed: int = 0,
         samples: int = 256,
         batch_size: int = 8,
+        # With 1e-4 and batches of 8 the edges appear after ~600 steps, about a minute on 2 CPU
+        # cores (docs/training_lab.md): within the lab's default time budget.
         learning_rate: float = 1e-4,
     ) -> None:
         import torch
