@@ -5,7 +5,8 @@ convolutions, and trains it on the toy's shapes for a time budget, dropping a sh
 as the paper does. Every few seconds the page shows the loss curve, the norm of every zero
 convolution (0 at the start), and a held-out map rendered with the current weights next to plain SD
 for the same seed (identical at step 0), with the edge F1. One run at a time per server; Stop ends
-it. (Using the trained weights in the Canny/Scribble tabs and downloading them are not built yet.)
+it; `/lab_weights` downloads the latest run's ControlNet as a zipped diffusers folder. (Using the
+trained weights in the Canny/Scribble tabs is not built yet.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 if not __package__:  # run as `python demos/<tab>.py`: the repo root holds the packages
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import shutil
 import threading
 import time
 from dataclasses import replace
@@ -28,10 +30,11 @@ from PIL import Image
 
 from controlnet_core import Engine, TrainingLab
 from demos.builder import endpoint, tab_container
-from demos.hosting import event_wanted, guard_inputs
+from demos.hosting import event_wanted, guard_inputs, light_work, output_folder, user_errors
 from demos.inside import picture_strip
 
 LAB_LOCK = threading.Lock()  # one training per server: it takes the CPU (or GPU) for minutes
+_last_run: dict[str, Any] = {}  # the server's latest lab, for its weights' download
 REFRESH_S = 5.0
 STEPS_PER_CHUNK = 5
 SAMPLE_STEPS = 10
@@ -80,6 +83,52 @@ def frame(lab, started: float, budget: float) -> tuple:
     return status, pictures, curve, bars
 
 
+def lab_runner(engine: Engine):
+    """The `/lab_train` handler: a generator that trains and yields a frame every REFRESH_S."""
+
+    def run_lab(kind: str, drop_prompt_percent: float, time_budget_s: float):
+        budget_s = float(min(max(float(time_budget_s), 1.0), MAX_BUDGET_S))
+        if not LAB_LOCK.acquire(blocking=False):
+            raise gr.Error(
+                "A training is already running on this server (one at a time): try again "
+                "when it ends."
+            )
+        try:
+            lab = TrainingLab(toy_base(engine), kind, float(drop_prompt_percent) / 100)
+            _last_run["lab"] = lab
+            started = time.monotonic()
+            yield frame(lab, started, budget_s)
+            while event_wanted():  # at least one chunk, then until the budget is spent
+                chunk_end = min(time.monotonic() + REFRESH_S, started + budget_s)
+                lab.train(STEPS_PER_CHUNK)
+                while time.monotonic() < chunk_end:
+                    lab.train(STEPS_PER_CHUNK)
+                yield frame(lab, started, budget_s)
+                if time.monotonic() - started >= budget_s:
+                    break
+        finally:
+            LAB_LOCK.release()
+
+    return run_lab
+
+
+@user_errors
+def download_weights():
+    lab = _last_run.get("lab")
+    if lab is None or lab.step == 0:
+        raise gr.Error("Nothing trained yet: start a training first.")
+    # Held while saving, so no run starts mid-save; a stopped run lets go within seconds.
+    if not LAB_LOCK.acquire(timeout=10):
+        raise gr.Error("A training is running: wait for it to end, or press Stop.")
+    try:
+        folder = output_folder()
+        name = f"toy_controlnet_{lab.kind}_step{lab.step}"
+        lab.save(folder / name)
+        return shutil.make_archive(str(folder / name), "zip", folder, name)
+    finally:
+        LAB_LOCK.release()
+
+
 def create_demo(engine: Engine) -> gr.Blocks:
     with tab_container() as demo:
         gr.Markdown(
@@ -110,6 +159,8 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     start = gr.Button("Start training", variant="primary")
                     stop = gr.Button("Stop", variant="stop", elem_classes=["cn-stop"])
                 status = gr.Markdown()
+                download = gr.Button("Download the trained weights (zip)")
+                weights = gr.File(label="Trained ControlNet (diffusers folder, zipped)")
             with gr.Column(scale=1, elem_classes=["cn-results-col"]):
                 sample = picture_strip("Held-out map, with the ControlNet, plain SD", 3)
                 loss = gr.LinePlot(x="step", y="loss", title="Loss", height=220)
@@ -121,28 +172,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     height=220,
                 )
 
-        def run_lab(kind: str, drop_prompt_percent: float, time_budget_s: float):
-            budget_s = float(min(max(float(time_budget_s), 1.0), MAX_BUDGET_S))
-            if not LAB_LOCK.acquire(blocking=False):
-                raise gr.Error(
-                    "A training is already running on this server (one at a time): try again "
-                    "when it ends."
-                )
-            try:
-                lab = TrainingLab(toy_base(engine), kind, float(drop_prompt_percent) / 100)
-                started = time.monotonic()
-                yield frame(lab, started, budget_s)
-                while event_wanted():  # at least one chunk, then until the budget is spent
-                    chunk_end = min(time.monotonic() + REFRESH_S, started + budget_s)
-                    lab.train(STEPS_PER_CHUNK)
-                    while time.monotonic() < chunk_end:
-                        lab.train(STEPS_PER_CHUNK)
-                    yield frame(lab, started, budget_s)
-                    if time.monotonic() - started >= budget_s:
-                        break
-            finally:
-                LAB_LOCK.release()
-
+        run_lab = lab_runner(engine)
         run = start.click(
             run_lab,
             inputs=[kind_choice, drop_slider, budget_slider],
@@ -158,6 +188,18 @@ def create_demo(engine: Engine) -> gr.Blocks:
             ),
         )
         stop.click(None, cancels=[run])
+
+        download.click(
+            download_weights,
+            outputs=weights,
+            **endpoint(
+                download_weights,
+                "lab_weights",
+                "The latest training lab run's ControlNet as a zipped diffusers folder "
+                "(ControlNetModel.from_pretrained), for the toy base model.",
+            ),
+            **light_work(engine.settings),
+        )
     guard_inputs(demo)
     return demo
 

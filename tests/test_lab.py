@@ -65,3 +65,23 @@ def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time():
     status, pictures, curve, bars = last
     assert not status.startswith("**Step 0**") and len(curve) >= 1 and (bars["norm"] > 0).all()
     assert not lab.LAB_LOCK.locked()
+
+
+def test_the_lab_weights_download_as_a_diffusers_folder(tmp_path):
+    import zipfile
+
+    from diffusers import ControlNetModel
+
+    from app import build_app
+
+    demo = build_app(Engine(Settings(backend="toy")), ["canny"], combine=False)
+    fns = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
+    for _ in fns["lab_train"]("scribble", 50, 1):
+        pass
+    archive = fns["lab_weights"]()
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path)
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert folder.name.startswith("toy_controlnet_scribble_step")
+    loaded = ControlNetModel.from_pretrained(folder)
+    assert float(loaded.controlnet_mid_block.weight.norm()) > 0  # trained, not zero

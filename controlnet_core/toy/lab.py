@@ -88,6 +88,10 @@ class TrainingLab:
     def step(self) -> int:
         return len(self.losses)
 
+    def save(self, folder) -> None:
+        """The ControlNet as it is now, as a diffusers folder (`ControlNetModel.from_pretrained`)."""
+        self.controlnet.save_pretrained(folder)
+
     def zero_conv_norms(self) -> list[float]:
         """The norm of each zero convolution's weights: every down-block output, then the middle."""
         convs = [*self.controlnet.controlnet_down_blocks, self.controlnet.controlnet_mid_block]
