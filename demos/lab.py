@@ -5,8 +5,9 @@ convolutions, and trains it on the toy's shapes for a time budget, dropping a sh
 as the paper does. Every few seconds the page shows the loss curve, the norm of every zero
 convolution (0 at the start), and a held-out map rendered with the current weights next to plain SD
 for the same seed (identical at step 0), with the edge F1. One run at a time per server; Stop ends
-it; `/lab_weights` downloads the latest run's ControlNet as a zipped diffusers folder. (Using the
-trained weights in the Canny/Scribble tabs is not built yet.)
+it; another user can follow it (`/lab_watch`); `/lab_weights` downloads the latest run's ControlNet
+as a zipped diffusers folder. (Using the trained weights in the Canny/Scribble tabs is not built
+yet.)
 """
 
 from __future__ import annotations
@@ -90,26 +91,43 @@ def lab_runner(engine: Engine):
         budget_s = float(min(max(float(time_budget_s), 1.0), MAX_BUDGET_S))
         if not LAB_LOCK.acquire(blocking=False):
             raise gr.Error(
-                "A training is already running on this server (one at a time): try again "
-                "when it ends."
+                "A training is already running on this server (one at a time): press "
+                "“Watch the current run” to follow it, or try again when it ends."
             )
         try:
             lab = TrainingLab(toy_base(engine), kind, float(drop_prompt_percent) / 100)
             _last_run["lab"] = lab
             started = time.monotonic()
-            yield frame(lab, started, budget_s)
+            yield shared_frame(lab, started, budget_s)
             while event_wanted():  # at least one chunk, then until the budget is spent
                 chunk_end = min(time.monotonic() + REFRESH_S, started + budget_s)
                 lab.train(STEPS_PER_CHUNK)
                 while time.monotonic() < chunk_end:
                     lab.train(STEPS_PER_CHUNK)
-                yield frame(lab, started, budget_s)
+                yield shared_frame(lab, started, budget_s)
                 if time.monotonic() - started >= budget_s:
                     break
         finally:
             LAB_LOCK.release()
 
     return run_lab
+
+
+def shared_frame(lab, started: float, budget: float) -> tuple:
+    """A frame for the page, kept for the users who watch the run."""
+    shown = frame(lab, started, budget)
+    _last_run["frame"] = shown
+    return shown
+
+
+def watch_run():
+    """Follow the server's running training: its latest frame, every REFRESH_S, until it ends."""
+    if not LAB_LOCK.locked() or "frame" not in _last_run:
+        raise gr.Error("No training is running on this server: start one.")
+    yield _last_run["frame"]
+    while LAB_LOCK.locked() and event_wanted():
+        time.sleep(REFRESH_S)
+        yield _last_run["frame"]
 
 
 @user_errors
@@ -159,6 +177,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     start = gr.Button("Start training", variant="primary")
                     stop = gr.Button("Stop", variant="stop", elem_classes=["cn-stop"])
                 status = gr.Markdown()
+                watch = gr.Button("Watch the current run (someone else's)")
                 download = gr.Button("Download the trained weights (zip)")
                 weights = gr.File(label="Trained ControlNet (diffusers folder, zipped)")
             with gr.Column(scale=1, elem_classes=["cn-results-col"]):
@@ -172,36 +191,69 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     height=220,
                 )
 
-        run_lab = lab_runner(engine)
-        run = start.click(
-            run_lab,
-            inputs=[kind_choice, drop_slider, budget_slider],
-            outputs=[status, sample, loss, norms],
-            concurrency_id="lab",
-            concurrency_limit=1,
-            show_progress_on=[status],
-            **endpoint(
-                run_lab,
-                "lab_train",
-                "Train a fresh ControlNet on the toy model's shapes for `time_budget_s` seconds and "
-                "stream what it learns: status, held-out sample, loss curve, zero-conv norms.",
-            ),
-        )
-        stop.click(None, cancels=[run])
-
-        download.click(
-            download_weights,
-            outputs=weights,
-            **endpoint(
-                download_weights,
-                "lab_weights",
-                "The latest training lab run's ControlNet as a zipped diffusers folder "
-                "(ControlNetModel.from_pretrained), for the toy base model.",
-            ),
-            **light_work(engine.settings),
-        )
+        wire_lab(
+            engine, start, stop, watch, download, weights, [status, sample, loss, norms],
+            [kind_choice, drop_slider, budget_slider],
+        )  # fmt: skip
     guard_inputs(demo)
     return demo
+
+
+def wire_lab(
+    engine: Engine,
+    start: gr.Button,
+    stop: gr.Button,
+    watch: gr.Button,
+    download: gr.Button,
+    weights: gr.File,
+    outputs: list,
+    settings: list,
+) -> None:
+    """Start/Stop a run (`/lab_train`), watch another's (`/lab_watch`), download (`/lab_weights`)."""
+    status, sample, loss, norms = outputs
+    kind_choice, drop_slider, budget_slider = settings
+    run_lab = lab_runner(engine)
+    run = start.click(
+        run_lab,
+        inputs=[kind_choice, drop_slider, budget_slider],
+        outputs=[status, sample, loss, norms],
+        concurrency_id="lab",
+        concurrency_limit=1,
+        show_progress_on=[status],
+        **endpoint(
+            run_lab,
+            "lab_train",
+            "Train a fresh ControlNet on the toy model's shapes for `time_budget_s` seconds and "
+            "stream what it learns: status, held-out sample, loss curve, zero-conv norms.",
+        ),
+    )
+    stop.click(None, cancels=[run])
+    watching = watch.click(
+        watch_run,
+        outputs=[status, sample, loss, norms],
+        concurrency_id="lab_watch",
+        concurrency_limit=None,
+        show_progress="hidden",
+        **endpoint(
+            watch_run,
+            "lab_watch",
+            "Follow the training running on this server (another user's): its latest "
+            "status, sample, loss curve and zero-conv norms, until it ends.",
+        ),
+    )
+    start.click(None, cancels=[watching])
+
+    download.click(
+        download_weights,
+        outputs=weights,
+        **endpoint(
+            download_weights,
+            "lab_weights",
+            "The latest training lab run's ControlNet as a zipped diffusers folder "
+            "(ControlNetModel.from_pretrained), for the toy base model.",
+        ),
+        **light_work(engine.settings),
+    )
 
 
 if __name__ == "__main__":

@@ -85,3 +85,21 @@ def test_the_lab_weights_download_as_a_diffusers_folder(tmp_path):
     assert folder.name.startswith("toy_controlnet_scribble_step")
     loaded = ControlNetModel.from_pretrained(folder)
     assert float(loaded.controlnet_mid_block.weight.norm()) > 0  # trained, not zero
+
+
+def test_a_second_user_can_watch_the_running_training():
+    import gradio as gr
+
+    from app import build_app
+    from demos import lab
+
+    demo = build_app(Engine(Settings(backend="toy")), ["canny"], combine=False)
+    fns = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
+    with pytest.raises(gr.Error, match="No training is running"):
+        next(fns["lab_watch"]())
+    frames = fns["lab_train"]("canny", 50, 30)
+    first = next(frames)  # the run holds the server's lab now
+    watched = next(fns["lab_watch"]())
+    assert watched[0] == first[0]  # the watcher sees the owner's latest frame
+    frames.close()  # the owner stops: the run lets the server go
+    assert not lab.LAB_LOCK.locked()
