@@ -42,6 +42,7 @@ from demos.builder import (
     results_area,
     show_result,
     tab_container,
+    wire_panel_run,
 )
 from demos.form import (
     FormField,
@@ -53,6 +54,7 @@ from demos.form import (
     window_fields,
 )
 from demos.hosting import field_message, guard_inputs, light_work, report, user_errors
+from demos.inside import InsidePanel, inside_outputs, inside_panel
 from demos.running import run_buttons
 from demos.texts import backend_note
 
@@ -140,6 +142,7 @@ class CombineView:
     comparison: gr.ImageSlider
     recipe_file: gr.File
     recipe: gr.JSON
+    inside: InsidePanel
 
     def inputs(self) -> list[gr.components.Component]:
         return [c for unit in self.units for c in unit.values()] + list(self.shared.values())
@@ -177,12 +180,15 @@ def layout_combine(
                     shared_made[f.name] = f.make()
         with gr.Column(elem_classes=["cn-results-col"]):
             gallery, comparison = results_area("Control maps, then results")
+            inside = inside_panel()
             recipe_file, recipe = recipe_area(
                 "Load a recipe (a PNG made here, or its JSON) to refill this tab; recipes hold "
                 "the settings, not the images: add those again"
             )
     shared_made = {f.name: shared_made[f.name] for f in shared}  # API order
-    return CombineView(made_units, shared_made, buttons, gallery, comparison, recipe_file, recipe)
+    return CombineView(
+        made_units, shared_made, buttons, gallery, comparison, recipe_file, recipe, inside
+    )
 
 
 def unit_labels(
@@ -299,8 +305,32 @@ def wire_runs(
     def run_compare(*values, progress=gr.Progress()):
         return show_result(run(engine.compare, values, progress), compare=True)
 
+    @user_errors
+    @on_gpu(lambda: names, variants=UNITS)
+    def run_inside(*values, progress=gr.Progress()):
+        *values, step = values
+
+        def traced(request, image, callback, extra_images):
+            return engine.generate(request, image, callback, extra_images, inside_step=step)
+
+        return inside_outputs(run(traced, values, progress))
+
     name_parameters(run_generate, names)
     name_parameters(run_compare, names)
+    name_parameters(run_inside, [*names, "inside_step"])
+    wire_panel_run(
+        view.inside.button,
+        run_inside,
+        [*view.inputs(), view.inside.step],
+        [view.inside.heat, view.inside.bars],
+        endpoint(
+            run_inside,
+            "combine_inside",
+            "What the combined ControlNets add inside the UNet (their residuals summed): a heat "
+            "map per injection point and each block's residual norm relative to the UNet's skip "
+            "activation, at `inside_step` (first, middle, last or mean).",
+        ),
+    )
     inputs = view.inputs()
     view.buttons.wire(
         generate=(

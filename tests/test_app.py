@@ -420,3 +420,17 @@ def test_timeline_endpoint_shows_both_rows_step_by_step(served):
     assert captions[0] == f"plain SD · step 1/{steps}"
     assert captions[-1] == f"ControlNet · step {steps}/{steps}"
     assert len(captions) == 2 * min(6, steps) and "linear latent→RGB map" in note
+
+
+def test_combine_inside_traces_the_summed_residuals(served):
+    client, square = served
+    args = combine_args(client, square)
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [p["parameter_name"] for p in info["/combine_inside"]["parameters"]][-1] == (
+        "inside_step"
+    )
+    heats, bars = client.predict(*args, "mean", api_name="/combine_inside")
+    assert len(heats) == len(bars["data"]) >= 2 and all(row[1] > 0 for row in bars["data"])
+    off = combine_args(client, square, unit1_strength=0.0, unit2_image=None)
+    _, bars = client.predict(*off, "first", api_name="/combine_inside")
+    assert all(row[1] == 0 for row in bars["data"])
