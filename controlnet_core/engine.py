@@ -247,16 +247,19 @@ class Engine:
         progress: ProgressCallback | None = None,
         extra_images: Sequence[object] = (),
         inside_step: str | None = None,
+        controlnets: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         """Images for `request` (image i uses `image_seed(seed, i)`), the control map(s), the recipe.
 
         `inside_step` ("first", "middle", "last" or "mean") also records, for the first image, what
-        the ControlNets add inside the UNet at that step (`GenerationResult.inside`).
+        the ControlNets add inside the UNet at that step (`GenerationResult.inside`). `controlnets`
+        maps a ControlNet key ("canny") to weights to use instead of the backend's (an object
+        with `model_id` and `model`, e.g. `TrainingLab.weights()`); the recipe names them.
         """
         from controlnet_core.sampling import Variant
 
         probe = ResidualProbe(inside_step, variant=0) if inside_step else None
-        prepared = self._prepare(request, control_image, extra_images, progress)
+        prepared = self._prepare(request, control_image, extra_images, progress, controlnets)
         request = prepared.request
         variants = [
             Variant(image_seed(request.seed, i), prepared.unit_settings)
@@ -273,6 +276,7 @@ class Engine:
         extra_images: Sequence[object] = (),
         inside_step: str | None = None,
         timeline: int = 0,
+        controlnets: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         """Plain SD and ControlNet for the same seed and settings, from one batched pass.
 
@@ -285,7 +289,7 @@ class Engine:
 
         probe = ResidualProbe(inside_step, variant=1) if inside_step else None
         frames = Timeline(timeline) if timeline else None
-        prepared = self._prepare(request, control_image, extra_images, progress)
+        prepared = self._prepare(request, control_image, extra_images, progress, controlnets)
         seed = prepared.request.seed
         off = tuple(replace(u, conditioning_scale=0.0) for u in prepared.unit_settings)
         variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
@@ -301,13 +305,14 @@ class Engine:
         values: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
         progress: ProgressCallback | None = None,
         extra_images: Sequence[object] = (),
+        controlnets: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         """The same seed rendered once per value of the main ControlNet's strength, start or end."""
         from controlnet_core.sampling import Variant
 
         checked = self.validate(request)
         values = check_sweep(kind, values, checked.main_control())
-        prepared = self._prepare(checked, control_image, extra_images, progress)
+        prepared = self._prepare(checked, control_image, extra_images, progress, controlnets)
         main, *rest = prepared.unit_settings
         variants = [
             Variant(prepared.request.seed, (replace(main, **{SWEEP_FIELDS[kind]: v}), *rest))
@@ -319,7 +324,9 @@ class Engine:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _prepare(self, request, control_image, extra_images, progress) -> _Prepared:
+    def _prepare(
+        self, request, control_image, extra_images, progress, controlnets=None
+    ) -> _Prepared:
         from controlnet_core.sampling import ControlUnit, UnitSettings
 
         started = time.perf_counter()
@@ -370,7 +377,11 @@ class Engine:
         specs = request.controls()
         modalities = [get_modality(spec.modality) for spec in specs]
         keys = [m.controlnet_key for m in modalities]
-        loaded = [self.manager.controlnet(m, status, keep=keys) for m in modalities]
+        chosen = controlnets or {}
+        loaded = [
+            chosen.get(m.controlnet_key) or self.manager.controlnet(m, status, keep=keys)
+            for m in modalities
+        ]
         units = [
             ControlUnit(model=net.model, image=Image.fromarray(m))
             for net, m in zip(loaded, maps, strict=True)

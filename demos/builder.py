@@ -66,6 +66,7 @@ from demos.inside import (
     timeline_panel,
 )
 from demos.running import RunButtons, run_buttons
+from demos.session import session_controlnets
 from demos.texts import backend_note, can_generate
 
 DISPLAY_MIN_SIDE = 256
@@ -352,7 +353,13 @@ def wire_timeline(view: TabView, form: Sequence[FormField], engine: Engine) -> N
     @on_gpu(lambda: names, variants=2)
     def run_timeline(*values, progress=gr.Progress()):
         image, request = build_request(view.modality, form, values)
-        result = engine.compare(request, image, progress=report(progress), timeline=6)
+        result = engine.compare(
+            request,
+            image,
+            progress=report(progress),
+            timeline=6,
+            controlnets=session_controlnets(),
+        )
         return timeline_outputs(result, result.recipe["steps"], engine.preview_decoder().name)
 
     name_parameters(run_timeline, names)
@@ -396,7 +403,13 @@ def wire_inside(view: TabView, form: Sequence[FormField], engine: Engine) -> Non
         image, request = build_request(view.modality, form, values)
         request = replace(request, num_images=1)  # the first image of the batch, traced
         return inside_outputs(
-            engine.generate(request, image, progress=report(progress), inside_step=step)
+            engine.generate(
+                request,
+                image,
+                progress=report(progress),
+                inside_step=step,
+                controlnets=session_controlnets(),
+            )
         )
 
     name_parameters(run_inside, [*names, "inside_step"])
@@ -446,13 +459,19 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     @on_gpu(lambda: names)
     def run_generate(*values, progress=gr.Progress()):
         image, request = build(values)
-        return show_result(engine.generate(request, image, progress=report(progress)))
+        return show_result(
+            engine.generate(
+                request, image, progress=report(progress), controlnets=session_controlnets()
+            )
+        )
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names, variants=2)
     def run_compare(*values, progress=gr.Progress()):
         image, request = build(values)
-        result = engine.compare(request, image, progress=report(progress))
+        result = engine.compare(
+            request, image, progress=report(progress), controlnets=session_controlnets()
+        )
         return show_result(result, compare=True)
 
     @user_errors(labels=labels)
@@ -461,7 +480,14 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
         *values, kind, text = values
         image, request = build(values)
         sweep_list = parse_sweep_values(text)
-        result = engine.sweep(request, image, kind, sweep_list, progress=report(progress))
+        result = engine.sweep(
+            request,
+            image,
+            kind,
+            sweep_list,
+            progress=report(progress),
+            controlnets=session_controlnets(),
+        )
         return show_result(result)
 
     name_parameters(run_generate, names)

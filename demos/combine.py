@@ -56,6 +56,7 @@ from demos.form import (
 from demos.hosting import field_message, guard_inputs, light_work, report, user_errors
 from demos.inside import InsidePanel, inside_outputs, inside_panel
 from demos.running import run_buttons
+from demos.session import session_controlnets
 from demos.texts import backend_note
 
 UNITS = 3
@@ -290,7 +291,9 @@ def wire_runs(
     def run(method: Callable, values: Sequence[Any], progress: gr.Progress) -> GenerationResult:
         image, request, extra_images, unit_numbers = build_request(units, shared, values)
         try:
-            return method(request, image, report(progress), extra_images)
+            return method(
+                request, image, report(progress), extra_images, controlnets=session_controlnets()
+            )
         except FieldError as error:  # named after the page's units, which only this call knows
             message = field_message(error, unit_labels(unit_numbers, units, shared))
         raise gr.Error(message)
@@ -310,8 +313,10 @@ def wire_runs(
     def run_inside(*values, progress=gr.Progress()):
         *values, step = values
 
-        def traced(request, image, callback, extra_images):
-            return engine.generate(request, image, callback, extra_images, inside_step=step)
+        def traced(request, image, callback, extra_images, controlnets):
+            return engine.generate(
+                request, image, callback, extra_images, inside_step=step, controlnets=controlnets
+            )
 
         return inside_outputs(run(traced, values, progress))
 

@@ -6,8 +6,8 @@ as the paper does. Every few seconds the page shows the loss curve, the norm of 
 convolution (0 at the start), and a held-out map rendered with the current weights next to plain SD
 for the same seed (identical at step 0), with the edge F1. One run at a time per server; Stop ends
 it; another user can follow it (`/lab_watch`); `/lab_weights` downloads the latest run's ControlNet
-as a zipped diffusers folder. (Using the trained weights in the Canny/Scribble tabs is not built
-yet.)
+as a zipped diffusers folder, and `/lab_use_weights` makes the session's own Canny (or Scribble and
+Sketch) tabs use it (`demos.session`; toy backend only, the lab trains on the toy base).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from controlnet_core import Engine, TrainingLab
 from demos.builder import endpoint, tab_container
 from demos.hosting import event_wanted, guard_inputs, light_work, output_folder, user_errors
 from demos.inside import picture_strip
+from demos.session import forget_for_session, use_for_session
 
 LAB_LOCK = threading.Lock()  # one training per server: it takes the CPU (or GPU) for minutes
 _last_run: dict[str, Any] = {}  # the server's latest lab, for its weights' download
@@ -130,6 +131,29 @@ def watch_run():
         yield _last_run["frame"]
 
 
+USING_TABS = {"canny": "Canny", "scribble": "Scribble and Sketch"}
+
+
+@user_errors
+def use_weights():
+    """This browser session's Canny (or Scribble and Sketch) tabs use the lab's weights."""
+    lab = _last_run.get("lab")
+    if lab is None or lab.step == 0:
+        raise gr.Error("Nothing trained yet: start a training first.")
+    weights = lab.weights()
+    use_for_session(weights)
+    gr.Info(
+        f"Your {USING_TABS[lab.kind]} tabs now use the lab's ControlNet ({weights.model_id}); "
+        "other users keep the shipped one. Their recipes name it."
+    )
+
+
+@user_errors
+def shipped_weights():
+    forget_for_session()
+    gr.Info("Your tabs use the shipped ControlNets again.")
+
+
 @user_errors
 def download_weights():
     lab = _last_run.get("lab")
@@ -178,6 +202,18 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     stop = gr.Button("Stop", variant="stop", elem_classes=["cn-stop"])
                 status = gr.Markdown()
                 watch = gr.Button("Watch the current run (someone else's)")
+                with gr.Row():
+                    use = gr.Button(
+                        "Use these weights in my Canny/Scribble tabs",
+                        interactive=engine.backend == "toy",
+                    )
+                    shipped = gr.Button("Back to the shipped weights")
+                if engine.backend != "toy":
+                    gr.Markdown(
+                        "*The lab trains on the toy base model: its weights work in the tabs "
+                        "when the app runs the toy backend.*",
+                        elem_classes=["backend-note"],
+                    )
                 download = gr.Button("Download the trained weights (zip)")
                 weights = gr.File(label="Trained ControlNet (diffusers folder, zipped)")
             with gr.Column(scale=1, elem_classes=["cn-results-col"]):
@@ -195,6 +231,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
             engine, start, stop, watch, download, weights, [status, sample, loss, norms],
             [kind_choice, drop_slider, budget_slider],
         )  # fmt: skip
+        wire_weight_choice(engine, use, shipped)
     guard_inputs(demo)
     return demo
 
@@ -253,6 +290,28 @@ def wire_lab(
             "(ControlNetModel.from_pretrained), for the toy base model.",
         ),
         **light_work(engine.settings),
+    )
+
+
+def wire_weight_choice(engine: Engine, use: gr.Button, shipped: gr.Button) -> None:
+    """`/lab_use_weights` (toy backend only: the lab trains on the toy base) and its undo."""
+    if engine.backend == "toy":
+        use.click(
+            use_weights,
+            **endpoint(
+                use_weights,
+                "lab_use_weights",
+                "From now on, this session's Canny (or Scribble and Sketch) generations use "
+                "the latest lab run's ControlNet instead of the shipped one.",
+            ),
+        )
+    shipped.click(
+        shipped_weights,
+        **endpoint(
+            shipped_weights,
+            "lab_shipped_weights",
+            "This session's generations use the shipped ControlNets again.",
+        ),
     )
 
 

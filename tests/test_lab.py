@@ -103,3 +103,56 @@ def test_a_second_user_can_watch_the_running_training():
     assert watched[0] == first[0]  # the watcher sees the owner's latest frame
     frames.close()  # the owner stops: the run lets the server go
     assert not lab.LAB_LOCK.locked()
+
+
+def test_lab_weights_replace_the_backends_for_one_request(toy_pipe, square_image):
+    engine = Engine(Settings(backend="toy"))
+    lab = TrainingLab(engine.manager.base(), samples=8, batch_size=2)
+    from controlnet_core import GenerationRequest
+
+    request = GenerationRequest(
+        modality="canny", prompt="a red star", steps=4, resolution=64, seed=3
+    )
+    untrained = engine.generate(request, square_image, controlnets={"canny": lab.weights()})
+    plain = engine.generate(replace_scale(request, 0.0), square_image)
+    assert np.array_equal(untrained.arrays, plain.arrays)  # zero convolutions: plain SD
+    assert untrained.recipe["controlnet_model"] == "training lab: canny, step 0"
+    shipped = engine.generate(request, square_image)
+    assert shipped.recipe["controlnet_model"] != untrained.recipe["controlnet_model"]
+
+
+def replace_scale(request, scale):
+    from dataclasses import replace
+
+    return replace(request, conditioning_scale=scale)
+
+
+def test_a_session_uses_the_lab_weights_and_others_do_not(serve_app, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from tests.conftest import endpoint_args
+
+    client, demo, _ = serve_app(["canny"], settings=Settings(backend="toy"), combine=False)
+    image = np.full((64, 64, 3), 255, np.uint8)
+    image[16:48, 16:48] = 0
+    Image.fromarray(image).save(tmp_path / "square.png")
+    args = endpoint_args(
+        client,
+        "/canny",
+        image=handle_file(str(tmp_path / "square.png")),
+        steps=2,
+        randomize_seed=False,
+    )
+    client.predict("canny", 50, 10, api_name="/lab_train")  # the smallest budget
+    client.predict(api_name="/lab_use_weights")
+    _, mine, _, _ = client.predict(*args, api_name="/canny")
+    assert mine["controlnet_model"].startswith("training lab: canny, step ")
+    from gradio_client import Client
+
+    other = Client(demo.local_url, verbose=False)
+    _, theirs, _, _ = other.predict(*args, api_name="/canny")
+    assert not theirs["controlnet_model"].startswith("training lab")
+    client.predict(api_name="/lab_shipped_weights")
+    _, back, _, _ = client.predict(*args, api_name="/canny")
+    assert back["controlnet_model"] == theirs["controlnet_model"]

@@ -8,12 +8,13 @@ convolution (exactly 0 before the first step, then growing), and one fixed held-
 prompt rendered with the current weights next to plain SD for the same seed (identical at step 0,
 because zero convolutions add nothing), with the edge F1 of the controlled image against its map.
 
-It is the issue-15 lab's core; the UI (a tab with a time budget, Stop, one run per server) is not
-built yet.
+The page around it (time budget, Stop, one run per server, watching, download, use in the tabs) is
+`demos/lab.py`.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,12 +73,14 @@ class TrainingLab:
         self.empty_ids = _tokenize(pipe.tokenizer, [""])[0]
         pipe.unet.requires_grad_(False)
         pipe.text_encoder.requires_grad_(False)
-        self.controlnet = build.build_controlnet(pipe.unet).train()
+        self.device = pipe.unet.device  # a GPU when the toy base runs on one
+        self.controlnet = build.build_controlnet(pipe.unet).to(self.device).train()
         self.scheduler = build.train_scheduler()
         self.optimizer = torch.optim.AdamW(
             self.controlnet.parameters(), lr=learning_rate, weight_decay=0.01
         )
         self.losses: list[float] = []
+        self._lock = threading.Lock()  # a copy of the weights is never taken mid-step
         self.prompts_seen = 0
         self.prompts_dropped = 0
         held_out = generate_sample(HELD_OUT_SEED, 0)
@@ -87,6 +90,18 @@ class TrainingLab:
     @property
     def step(self) -> int:
         return len(self.losses)
+
+    def weights(self):
+        """A frozen copy of the ControlNet as it is now, for `Engine.generate(controlnets=...)`:
+        keyed by its kind (the canny or scribble ControlNet of the toy backend)."""
+        import copy
+
+        from controlnet_core.models import LoadedControlNet
+
+        with self._lock:
+            model = copy.deepcopy(self.controlnet).eval().requires_grad_(False)
+            step = self.step
+        return LoadedControlNet(self.kind, f"training lab: {self.kind}, step {step}", model)
 
     def save(self, folder) -> None:
         """The ControlNet as it is now, as a diffusers folder (`ControlNetModel.from_pretrained`)."""
@@ -106,15 +121,17 @@ class TrainingLab:
         for _ in range(steps):
             index = self.rng.integers(len(self.latents), size=self.batch_size)
             cond = np.repeat(self.controls[index][..., None], 3, axis=3)
-            cond = torch.from_numpy(cond).permute(0, 3, 1, 2).float() / 255.0
+            cond = torch.from_numpy(cond).permute(0, 3, 1, 2).float().to(self.device) / 255.0
             ids = self.input_ids[torch.from_numpy(index)].clone()
             drop = torch.from_numpy(self.rng.random(self.batch_size) < self.drop_prompt)
             ids[drop] = self.empty_ids
             self.prompts_seen += self.batch_size
             self.prompts_dropped += int(drop.sum())
-            noisy, target, t, weight = _noisy_batch(self.scheduler, self.latents[index], 5.0)
+            noisy, target, t, weight = _noisy_batch(
+                self.scheduler, self.latents[torch.from_numpy(index).to(self.latents.device)], 5.0
+            )
             with torch.no_grad():
-                hidden = self.pipe.text_encoder(ids)[0]
+                hidden = self.pipe.text_encoder(ids.to(self.device))[0]
             down, mid = self.controlnet(noisy, t, hidden, controlnet_cond=cond, return_dict=False)
             pred = self.pipe.unet(
                 noisy,
@@ -127,8 +144,9 @@ class TrainingLab:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.controlnet.parameters(), 1.0)
-            self.optimizer.step()
-            self.losses.append(float(loss.detach()))
+            with self._lock:  # `weights()` copies whole steps only
+                self.optimizer.step()
+                self.losses.append(float(loss.detach()))
 
     def sample(self, steps: int = 20, guidance_scale: float = 3.0, seed: int = 0) -> LabSample:
         """The held-out map and prompt rendered with the current weights and without, one batch."""
