@@ -110,8 +110,8 @@ def sample(
     for variant in variants:
         if len(variant.units) != len(units):
             raise ValueError("every variant needs one UnitSettings per ControlNet")
-    unet, vae = pipe.unet, pipe.vae
-    device, dtype = unet.device, unet.dtype
+    unet = pipe.unet
+    device = unet.device
     batch = len(variants)
     do_cfg = guidance_scale > 1.0 and unet.config.time_cond_proj_dim is None
     if units:
@@ -134,30 +134,10 @@ def sample(
         for unit in units
     ]
 
-    schedulers = [scheduler_factory() for _ in variants]
-    for scheduler in schedulers:
-        scheduler.set_timesteps(steps, device=device)
+    schedulers, latents, step_kwargs = _start_variants(
+        pipe, variants, scheduler_factory, steps, width, height
+    )
     timesteps = schedulers[0].timesteps
-    generators = [torch.Generator().manual_seed(v.seed) for v in variants]
-    latent_shape = (
-        1,
-        unet.config.in_channels,
-        height // pipe.vae_scale_factor,
-        width // pipe.vae_scale_factor,
-    )
-    latents = torch.cat(
-        [
-            _randn(latent_shape, g, device, dtype) * s.init_noise_sigma
-            for g, s in zip(generators, schedulers, strict=True)
-        ]
-    )
-    step_kwargs = [
-        {"generator": g} if _accepts(s.step, "generator") else {}
-        for g, s in zip(generators, schedulers, strict=True)
-    ]
-    if _accepts(schedulers[0].step, "eta"):
-        for kwargs in step_kwargs:
-            kwargs["eta"] = 0.0
 
     total = len(timesteps)
     for index, t in enumerate(timesteps):
@@ -208,16 +188,52 @@ def sample(
         if on_step is not None:
             on_step(index, total)
 
+    return _decode(pipe, latents, text.dtype)
+
+
+def _decode(pipe, latents: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray, list[bool]]:
+    """The final latents through the full VAE (and the safety checker, when the pipe has one)."""
+    vae = pipe.vae
     decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-    nsfw: list[bool] = [False] * batch
+    nsfw: list[bool] = [False] * len(latents)
     if getattr(pipe, "safety_checker", None) is not None:
-        decoded, flags = pipe.run_safety_checker(decoded, device, text.dtype)
+        decoded, flags = pipe.run_safety_checker(decoded, latents.device, dtype)
         nsfw = [bool(f) for f in (flags or nsfw)]
     # As diffusers does: a blocked image (zeroed by the checker) stays black, not mid-grey.
     images = pipe.image_processor.postprocess(
         decoded, output_type="np", do_denormalize=[not flag for flag in nsfw]
     )
     return np.asarray(images, dtype=np.float32), nsfw
+
+
+def _start_variants(pipe, variants, scheduler_factory, steps: int, width: int, height: int):
+    """Each variant's own scheduler, its initial noise (from its seed, on a CPU generator) and the
+    keyword arguments its scheduler's `step` takes (its generator, eta 0 where accepted)."""
+    unet = pipe.unet
+    schedulers = [scheduler_factory() for _ in variants]
+    for scheduler in schedulers:
+        scheduler.set_timesteps(steps, device=unet.device)
+    generators = [torch.Generator().manual_seed(v.seed) for v in variants]
+    latent_shape = (
+        1,
+        unet.config.in_channels,
+        height // pipe.vae_scale_factor,
+        width // pipe.vae_scale_factor,
+    )
+    latents = torch.cat(
+        [
+            _randn(latent_shape, g, unet.device, unet.dtype) * s.init_noise_sigma
+            for g, s in zip(generators, schedulers, strict=True)
+        ]
+    )
+    step_kwargs = [
+        {"generator": g} if _accepts(s.step, "generator") else {}
+        for g, s in zip(generators, schedulers, strict=True)
+    ]
+    if _accepts(schedulers[0].step, "eta"):
+        for kwargs in step_kwargs:
+            kwargs["eta"] = 0.0
+    return schedulers, latents, step_kwargs
 
 
 def _randn(

@@ -93,7 +93,8 @@ def lab_runner(engine: Engine):
         if not LAB_LOCK.acquire(blocking=False):
             raise gr.Error(
                 "A training is already running on this server (one at a time): press "
-                "“Watch the current run” to follow it, or try again when it ends."
+                "“Watch the current run” to follow it, or try again when it ends.",
+                print_exception=False,  # a user's message, not a server fault
             )
         try:
             lab = TrainingLab(toy_base(engine), kind, float(drop_prompt_percent) / 100)
@@ -124,7 +125,7 @@ def shared_frame(lab, started: float, budget: float) -> tuple:
 def watch_run():
     """Follow the server's running training: its latest frame, every REFRESH_S, until it ends."""
     if not LAB_LOCK.locked() or "frame" not in _last_run:
-        raise gr.Error("No training is running on this server: start one.")
+        raise gr.Error("No training is running on this server: start one.", print_exception=False)
     yield _last_run["frame"]
     while LAB_LOCK.locked() and event_wanted():
         time.sleep(REFRESH_S)
