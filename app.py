@@ -18,6 +18,7 @@ import gradio as gr
 
 from controlnet_core import MODALITIES, Engine, Settings
 from demos.builder import create_demo as build_tab
+from demos.builder import tab_container
 from demos.launch import serve, start_engine
 
 TITLE = "ControlNet demo suite"
@@ -72,9 +73,10 @@ def build_app(
     combine: bool = True,
     lab: bool = True,
 ) -> gr.Blocks:
-    """The whole app: a header, one tab per modality (all of the registry by default), Combine."""
+    """The whole app: a header, one tab per modality (all of the registry by default), Combine.
+    A `gr.Blocks` of its own, or a column of the page being built (as `serve` builds it)."""
     modality_ids = list(modality_ids or MODALITIES)
-    with gr.Blocks(title=TITLE) as demo:
+    with tab_container(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\n"
             "ControlNet steers Stable Diffusion with a control image: edges, a drawing, depth, pose… "
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     engine = start_engine(argv, settings)
     settings = engine.settings
-    serve(lambda: build_app(engine), settings)
+    serve(lambda: build_app(engine), settings, title=TITLE, warm_up=engine.warm_up)
 
 
 if __name__ == "__main__":

@@ -17,3 +17,29 @@ import threading
 
 # Reentrant, so a loader that builds a second model (a pipeline and its parts) cannot deadlock itself.
 model_construction_lock = threading.RLock()
+
+_runtime_lock = threading.Lock()
+_runtime_imported = False
+
+
+def import_runtime() -> None:
+    """Import torch and diffusers' pipelines once, one thread at a time.
+
+    diffusers resolves its names lazily, and that is not safe from two threads at once: a thread
+    importing `diffusers.pipelines` while another runs `from diffusers import
+    StableDiffusionPipeline` makes the second fail with "cannot import name" about 1 time in 3.
+    The server imports them in the background once its page answers, so every first use of a model
+    or a detector comes through here first and waits for that import instead of racing it.
+    """
+    global _runtime_imported
+    if _runtime_imported:
+        return
+    with _runtime_lock:
+        if not _runtime_imported:
+            import diffusers
+            import diffusers.pipelines  # noqa: F401
+            import torch  # noqa: F401
+
+            diffusers.StableDiffusionPipeline  # noqa: B018  (resolves the lazy names it needs)
+            diffusers.ControlNetModel  # noqa: B018
+            _runtime_imported = True

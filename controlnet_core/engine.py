@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from controlnet_core.concurrency import import_runtime
 from controlnet_core.errors import FieldError
 from controlnet_core.images import (
     fit_image,
@@ -125,6 +126,15 @@ class Engine:
                 self._decoder = preview_decoder(self.manager.base())
             return self._decoder
 
+    def warm_up(self) -> None:
+        """Import what the first generation needs (torch, diffusers) and decide the device and
+        dtype, without loading weights: seconds a server spends after its page answers rather
+        than in front of its first user."""
+        import_runtime()
+        from controlnet_core import sampling  # noqa: F401
+
+        self.manager.device  # noqa: B018
+
     def device_summary(self) -> str:
         """The device and dtype the real backend runs on, e.g. "cpu, bfloat16"."""
         return f"{self.manager.device.type}, {self.manager.dtype_name}"
@@ -227,6 +237,7 @@ class Engine:
             if key in self._map_cache:
                 self._map_cache.move_to_end(key)
                 return self._map_cache[key]
+        import_runtime()  # the detectors import torch
         result = apply_preprocessor(
             preprocessor, array, size, detect_resolution, values, label_map=modality.label_map
         )

@@ -17,15 +17,17 @@ from collections.abc import Callable, Collection
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from controlnet_core.concurrency import model_construction_lock
+from controlnet_core.concurrency import import_runtime, model_construction_lock
 from controlnet_core.errors import shown
 from controlnet_core.hub import hub_offline, hub_reachable
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import DTYPES, SCHEDULER_NAMES, Settings
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ StatusCallback = Callable[[str], None]
 
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA when present, else Apple MPS, else CPU; an explicit request must be available."""
+    import torch
+
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -62,11 +66,33 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where it runs SD1.5
+    about twice as fast as float32 (BENCHMARKS.md); without them bfloat16 is emulated, and slower."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(torch.cpu, name)() for name in probes)
+    except AttributeError:  # a torch without the probes: ask the kernel (Linux)
+        try:
+            flags = Path("/proc/cpuinfo").read_text().split()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
-    """fp16 on accelerators (half the memory, same images for SD1.5), fp32 on CPU, unless
-    `requested` names a dtype; float16 is refused on CPU, where torch lacks fast kernels for it."""
+    """`requested`, or for "auto": float16 on accelerators (half the memory, same images for
+    SD1.5), bfloat16 on CPUs that compute it in hardware (`cpu_has_fast_bfloat16`: twice as fast,
+    images within the tolerance BENCHMARKS.md states), float32 on other CPUs. float16 is refused
+    on CPU, where torch lacks fast kernels for it."""
+    import torch
+
     if requested == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+        if device.type in ("cuda", "mps"):
+            return torch.float16
+        return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
     if requested not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {shown(requested)}")
     if requested == "float16" and device.type == "cpu":
@@ -207,14 +233,17 @@ class ModelManager:
     """Loads and caches the base pipeline and the ControlNets for one backend.
 
     `backend` "auto" resolves at the first load: real weights if the base model loads, else the toy
-    model when its weights ship with the project.
+    model when its weights ship with the project. The device and dtype are decided at first use
+    (importing torch takes seconds the page should not wait for), or at construction when the
+    settings name a device or float16, so that a choice this machine cannot run fails at start-up.
     """
 
     def __init__(self, settings: Settings, backend: str | None = None) -> None:
         self.settings = settings
-        self.device = pick_device(settings.device)
-        # Decided once, so a dtype the device cannot run fails here, at start-up.
-        self._real_dtype = pick_dtype(self.device, settings.dtype)
+        self._hardware: tuple[torch.device, torch.dtype] | None = None
+        self._hardware_lock = threading.Lock()
+        if settings.device != "auto" or settings.dtype == "float16":
+            self._pick_hardware()
         self._backend = backend or settings.backend
         self._base = None
         self._base_id: str | None = None
@@ -231,12 +260,31 @@ class ModelManager:
         """The backend in use ("auto" until the first load resolves it)."""
         return self._backend
 
+    def _pick_hardware(self) -> tuple[torch.device, torch.dtype]:
+        import_runtime()
+        with self._hardware_lock:
+            if self._hardware is None:
+                device = pick_device(self.settings.device)
+                self._hardware = device, pick_dtype(device, self.settings.dtype)
+            return self._hardware
+
+    @property
+    def hardware_known(self) -> bool:
+        """Whether the device and dtype are decided (asking for them may import torch)."""
+        return self._hardware is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self._pick_hardware()[0]
+
     @property
     def dtype(self) -> torch.dtype:
         """The real weights' dtype (settings.dtype); the toy and tiny models always run float32."""
+        import torch
+
         if self._backend in ("tiny", "toy"):
             return torch.float32
-        return self._real_dtype
+        return self._pick_hardware()[1]
 
     @property
     def dtype_name(self) -> str:
@@ -260,6 +308,7 @@ class ModelManager:
         """The shared base `StableDiffusionPipeline`, loaded on first use."""
         if self._base is not None:
             return self._base
+        import_runtime()
         with self._base_lock:
             if self._base is None:
                 self._base, self._base_id = self._load_base(status)
@@ -303,14 +352,14 @@ class ModelManager:
         # Its TAESD-class VAE makes diffusers warn about the type hint (AutoencoderKL) and about the
         # `block_out_channels` AutoencoderTiny writes to its own config; both are expected.
         with _quiet_diffusers(), model_construction_lock:
-            pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32)
+            pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=self.dtype)
         return pipe.to(self.device), "toy:base"
 
     def _load_real_base(self, status: StatusCallback | None):
         from diffusers import StableDiffusionPipeline
 
         source = self.settings.base_model
-        dtype = self._real_dtype
+        dtype = self.dtype
         extra = {}
         if not self.settings.safety_checker:
             extra = {"safety_checker": None, "requires_safety_checker": False}
@@ -409,7 +458,7 @@ class ModelManager:
                 )
             _say(status, f"Loading the toy {modality.label} ControlNet…")
             with model_construction_lock:
-                model = ControlNetModel.from_pretrained(str(folder), dtype=torch.float32)
+                model = ControlNetModel.from_pretrained(str(folder), dtype=self.dtype)
             return model.to(self.device).eval(), f"toy:{folder.name}"
         source = modality.controlnet_id
         local = self._local_controlnet_folder(modality)

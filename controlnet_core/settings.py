@@ -329,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("device", choices=DEVICES)
     add(
         "dtype",
-        "weights' precision for real SD1.5 weights: auto is float16 on CUDA/MPS, float32 on "
-        "CPU; bfloat16 is about twice as fast on CPUs with AVX512-BF16 or AMX",
+        "weights' precision for real SD1.5 weights: auto is float16 on CUDA/MPS, bfloat16 on "
+        "CPUs with AVX512-BF16 or AMX (about twice as fast as float32 there), float32 on other "
+        "CPUs",
         choices=DTYPES,
     )
     add("scheduler", "default sampler", choices=SCHEDULER_NAMES)

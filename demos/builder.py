@@ -261,9 +261,7 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
                     place("seed", "randomize_seed")
                 place("num_images", "resolution", "scheduler")
         with gr.Column(scale=1, elem_classes=["cn-results-col"]):
-            note = backend_note(engine, modality.id)
-            if note:
-                gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
+            note_area(engine, modality.id)
             gallery, comparison = results_area("Control map, then results")
             inside = inside_panel() if buttons.enabled else None
             timeline = timeline_panel() if buttons.enabled else None
@@ -276,6 +274,23 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
         gallery, comparison, recipe_file, recipe, inside, timeline,
         lambda pid: preprocessor_runs_here(pid, engine.hub_online),
     )  # fmt: skip
+
+
+def note_area(engine: Engine, modality_id: str | None = None) -> gr.Markdown:
+    """The backend note of a tab. The device and dtype are filled in when the page loads: deciding
+    them imports torch, which the page does not wait for at start-up (the server imports it in the
+    background as soon as it answers, see `launch.serve`)."""
+    from gradio.context import get_blocks_context
+
+    def text(hardware: bool = True) -> str:
+        return f"*Backend: {backend_note(engine, modality_id, hardware)}*"
+
+    known = engine.manager.hardware_known
+    note = gr.Markdown(text(hardware=known), elem_classes=["backend-note"])
+    if not known:
+        page = get_blocks_context().root_block
+        page.load(text, None, note, api_name=False, queue=False, show_progress="hidden")
+    return note
 
 
 def results_area(label: str) -> tuple[gr.Gallery, gr.ImageSlider]:
@@ -628,15 +643,17 @@ def read_source(modality: Modality, value: Any) -> Any:
     return value
 
 
-def tab_container():
-    """A `gr.Blocks` when a tab runs alone, a `gr.Column` inside the app.
+def tab_container(title: str | None = None):
+    """A `gr.Blocks` (titled `title`) when built alone, a `gr.Column` inside a page being built.
 
     A nested `gr.Blocks` builds a whole server app of its own: with a dozen tabs that made start-up
     several seconds slower for nothing.
     """
     from gradio.context import get_blocks_context
 
-    return gr.Column() if get_blocks_context() is not None else gr.Blocks()
+    if get_blocks_context() is not None:
+        return gr.Column()
+    return gr.Blocks(title=title) if title else gr.Blocks()
 
 
 MAX_GPU_SECONDS = 120

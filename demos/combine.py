@@ -36,6 +36,7 @@ from controlnet_core import (
 from demos.builder import (
     endpoint,
     name_parameters,
+    note_area,
     on_gpu,
     recipe_area,
     recipe_loaded_message,
@@ -57,7 +58,6 @@ from demos.hosting import field_message, guard_inputs, light_work, report, user_
 from demos.inside import InsidePanel, inside_outputs, inside_panel
 from demos.running import run_buttons
 from demos.session import session_controlnets
-from demos.texts import backend_note
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
@@ -156,9 +156,7 @@ def layout_combine(
         "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
         "strength and start/end; their residuals add up inside the UNet."
     )
-    note = backend_note(engine)
-    if note:
-        gr.Markdown(f"*Backend: {note}*", elem_classes=["backend-note"])
+    note_area(engine)
     made_units = []
     with gr.Row():
         for number, form in enumerate(units, start=1):

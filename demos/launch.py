@@ -3,9 +3,11 @@ before anything heavy starts, the folder the server writes to, and the options o
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +15,8 @@ import gradio as gr
 
 from controlnet_core import Engine, ServerFolder, Settings, check_can_start, settings_from_cli
 from demos.running import KEYS_HEAD
+
+log = logging.getLogger(__name__)
 
 
 def start_engine(
@@ -75,17 +79,28 @@ def page_options() -> dict[str, Any]:
     return {"css": CSS, "theme": gr.themes.Soft(), "head": KEYS_HEAD}
 
 
-def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: Any) -> None:
-    """Build the app and serve it until Ctrl+C or SIGTERM, every file it writes in one folder.
+def serve(
+    build: Callable[[], Any],
+    settings: Settings,
+    title: str = "ControlNet demo suite",
+    warm_up: Callable[[], None] | None = None,
+    **launch_extra: Any,
+) -> None:
+    """Build the page and serve it until Ctrl+C or SIGTERM, every file it writes in one folder.
 
-    gradio's cache (uploads, outputs) goes to `<GRADIO_TEMP_DIR or /tmp>/controlnet-demo-<pid>`,
-    swept of files older than `cache_max_age` every `cache_sweep_interval` seconds, and removed when
-    the server stops.
+    `build` fills the page: it runs inside the page's `gr.Blocks`, whose queue is set before any
+    component exists (gradio rebuilds its whole app, every block's config, on `queue()`: on an
+    empty page that costs nothing). gradio's cache (uploads, outputs) goes to
+    `<GRADIO_TEMP_DIR or /tmp>/controlnet-demo-<pid>`, swept of files older than `cache_max_age`
+    every `cache_sweep_interval` seconds, and removed when the server stops. `warm_up` runs in the
+    background once the page answers.
     """
     chosen = os.environ.get("GRADIO_TEMP_DIR")
     folder = ServerFolder(chosen)
     os.environ["GRADIO_TEMP_DIR"] = str(folder.path)  # read by each component as it is built
-    demo = build()
+    with gr.Blocks(title=title) as demo:
+        demo.queue(max_size=settings.queue_size)
+        build()
     folder.keep_present()  # the examples cached while building: every visitor needs them
     # gradio forgets the files it tracks on the same schedule; the sweeper also takes the rest.
     demo.delete_cache = (settings.cache_sweep_interval, settings.cache_max_age)
@@ -93,7 +108,10 @@ def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: An
     signal.signal(signal.SIGTERM, _stop)
     try:
         options = {**launch_options(settings), **page_options(), **launch_extra}
-        demo.queue(max_size=settings.queue_size).launch(**options)
+        demo.launch(prevent_thread_lock=True, **options)
+        if warm_up is not None:
+            threading.Thread(target=_warm_up, args=(warm_up,), name="warm-up", daemon=True).start()
+        demo.block_thread()
     except KeyboardInterrupt:  # a second Ctrl+C while gradio was closing
         pass
     finally:
@@ -102,6 +120,13 @@ def serve(build: Callable[[], gr.Blocks], settings: Settings, **launch_extra: An
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
             os.environ["GRADIO_TEMP_DIR"] = chosen
+
+
+def _warm_up(function: Callable[[], None]) -> None:
+    try:
+        function()
+    except Exception:  # the first generation will meet the same problem and report it
+        log.warning("warming up failed", exc_info=True)
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -114,4 +139,4 @@ def _stop(signum: int, frame: Any) -> None:
 def launch_single(create_demo: Callable[[Engine], gr.Blocks]) -> None:
     engine = start_engine(prog=os.path.basename(sys.argv[0]))
     settings = engine.settings
-    serve(lambda: create_demo(engine), settings)
+    serve(lambda: create_demo(engine), settings, warm_up=engine.warm_up)

@@ -52,19 +52,18 @@ def can_generate(engine: Engine, modality_id: str) -> bool:
     return engine.has_controlnet(modality_id)
 
 
-def backend_note(engine: Engine, modality_id: str | None = None) -> str:
-    """What the backend is; for the toy model also whether it covers the tab."""
+def backend_note(engine: Engine, modality_id: str | None = None, hardware: bool = True) -> str:
+    """What the backend is and, with `hardware`, the device and dtype it runs on (deciding them
+    imports torch); for the toy model also whether it covers the tab."""
     note = BACKEND_NOTES.get(engine.backend, "")
-    if engine.backend == "real":
-        return f"{note} Running on {engine.device_summary()}."
-    if modality_id is not None and not can_generate(engine, modality_id):
-        modality = get_modality(modality_id)
-        return (
-            f"Toy model (shapes only, trained in this repo): it has no {modality.label} "
-            f"ControlNet. This tab needs the real weights ({modality.controlnet_id}): "
-            "hub access or --controlnet-dir. Preview map works offline."
-        )
-    return note
+    if modality_id is None or can_generate(engine, modality_id):
+        return f"{note} Running on {engine.device_summary()}." if hardware else note
+    modality = get_modality(modality_id)
+    return (
+        f"Toy model (shapes only, trained in this repo): it has no {modality.label} "
+        f"ControlNet. This tab needs the real weights ({modality.controlnet_id}): "
+        "hub access or --controlnet-dir. Preview map works offline."
+    )
 
 
 def missing_weights_message(error: WeightsUnavailableError) -> str:

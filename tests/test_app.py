@@ -391,6 +391,27 @@ def test_a_tab_runs_alone_with_the_apps_look(tmp_path):
         server.wait(timeout=30)
 
 
+def test_the_page_is_built_without_importing_torch():
+    """torch takes seconds to import: the page does not wait for it (the first generation or the
+    warm-up after the server answers imports it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app\n"
+        "from controlnet_core import Engine, Settings\n"
+        "for backend in ('toy', 'tiny', 'real'):\n"
+        "    app.build_app(Engine(Settings(backend=backend)))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "engine = Engine(Settings(backend='toy'))\n"
+        "engine.warm_up()\n"
+        "assert 'torch' in sys.modules and engine.manager.hardware_known\n"
+    )
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_inside_endpoint_traces_one_generation(served):
     """`/canny_inside`: a heat map per injection point and one bar per block; at strength 0 every
     bar is exactly 0, and the tab's generate endpoint keeps its four outputs."""

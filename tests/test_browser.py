@@ -194,6 +194,8 @@ def test_sketch_draw_with_the_mouse_and_generate(page):
 
 def test_canny_example_then_generate(page):
     panel = open_tab(page, "Canny")
+    # The device and dtype, decided after the page answered, are filled in when it loads.
+    expect(panel.get_by_text(re.compile(r"Running on cpu, (float32|bfloat16)\."))).to_be_visible()
     pick_canny_example(page, panel)
 
     panel.get_by_role("button", name="Generate", exact=True).click()

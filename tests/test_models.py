@@ -229,6 +229,7 @@ def test_real_loading_path_from_local_folders_matches_the_tiny_backend(saved_mod
         base_model=str(saved_models / "sd15"),
         controlnet_dir=str(saved_models / "controlnets"),
         device="cpu",
+        dtype="float32",  # as the tiny backend runs
     )
     engine = Engine(settings)
     request = GenerationRequest(modality="canny", seed=9, **FAST)
@@ -256,6 +257,7 @@ def test_single_file_controlnets_load_offline_like_the_a1111_extension_keeps_the
         base_model=str(saved_models / "sd15"),
         controlnet_dir=str(tmp_path),
         device="cpu",
+        dtype="float32",
     )
     engine = Engine(settings)
     request = GenerationRequest(modality="canny", seed=9, **FAST)
@@ -335,10 +337,16 @@ def test_missing_single_file_is_reported(tmp_path, square_image):
         engine.generate(GenerationRequest(modality="canny", **FAST), square_image)
 
 
-def test_device_and_dtype_choice():
+def test_device_and_dtype_choice(monkeypatch):
     import torch
 
+    from controlnet_core import models
+
     assert pick_device("cpu").type == "cpu"
+    # auto: bfloat16 where the CPU computes it in hardware (twice as fast), else float32.
+    monkeypatch.setattr(models, "cpu_has_fast_bfloat16", lambda: True)
+    assert pick_dtype(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(models, "cpu_has_fast_bfloat16", lambda: False)
     assert pick_dtype(torch.device("cpu")) == torch.float32
     assert pick_dtype(torch.device("cuda")) == torch.float16
     assert pick_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16

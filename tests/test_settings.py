@@ -205,26 +205,37 @@ def test_mcp_without_its_extra_is_a_one_line_error(monkeypatch):
 
 
 class LaunchRecorder:
-    """Stands in for the built app: records what main passes to queue() and launch()."""
+    """Records what main passes to the page's queue() and launch(), launching nothing."""
 
     def __init__(self):
         self.queue_size = None
         self.launched = None
-
-    def queue(self, max_size=None):
-        self.queue_size = max_size
-        return self
-
-    def launch(self, **options):
-        self.launched = options
+        self.blocked = False
 
 
 @pytest.fixture
 def recorded(monkeypatch):
+    import gradio as gr
+
     import app
 
     recorder = LaunchRecorder()
-    monkeypatch.setattr(app, "build_app", lambda engine: recorder)
+    queue = gr.Blocks.queue
+
+    def record_queue(self, max_size=None, **options):
+        recorder.queue_size = max_size
+        return queue(self, max_size=max_size, **options)
+
+    def record_launch(self, **options):
+        recorder.launched = options
+
+    def record_block(self):
+        recorder.blocked = True
+
+    monkeypatch.setattr(app, "build_app", lambda engine: None)
+    monkeypatch.setattr(gr.Blocks, "queue", record_queue)
+    monkeypatch.setattr(gr.Blocks, "launch", record_launch)
+    monkeypatch.setattr(gr.Blocks, "block_thread", record_block)
     for name in (*ENV_VARS.values(), "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "SPACE_ID"):
         monkeypatch.delenv(name, raising=False)
     return recorder
@@ -241,6 +252,7 @@ def test_main_passes_the_upload_cap_and_mcp_to_gradio(recorded):
     assert options["max_file_size"] == 5 * 1024 * 1024
     # Our errors are escaped gr.Errors, always shown; gradio's other errors name server paths.
     assert options["mcp_server"] is False and options["show_error"] is False
+    assert options["prevent_thread_lock"] and recorded.blocked  # the warm-up starts in between
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ def real_settings(root, base_model, with_config: bool = True) -> Settings:
         base_model_config=str(root / "config") if with_config else None,
         controlnet_dir=str(root / "controlnets"),
         device="cpu",
+        dtype="float32",  # compared with the tiny backend, which runs float32
     )
 
 

@@ -61,8 +61,13 @@ def nearest_color(rgb: np.ndarray) -> str:
     return names[int(np.argmin(((table - rgb) ** 2).sum(1)))]
 
 
-def load_pipelines(weights: pathlib.Path = TOY_WEIGHTS_DIR, controlnet: str = "controlnet_edges"):
-    """Load the toy base pipeline and a ControlNet pipeline sharing its weights (``from_pipe``)."""
+def load_pipelines(
+    weights: pathlib.Path = TOY_WEIGHTS_DIR,
+    controlnet: str = "controlnet_edges",
+    dtype: str = "float32",
+):
+    """Load the toy base pipeline and a ControlNet pipeline sharing its weights (``from_pipe``),
+    in ``dtype`` ("float32" or "bfloat16")."""
     import torch
     from diffusers import (
         ControlNetModel,
@@ -71,8 +76,8 @@ def load_pipelines(weights: pathlib.Path = TOY_WEIGHTS_DIR, controlnet: str = "c
     )
 
     torch.set_num_threads(int(os.environ.get("TOY_EVAL_THREADS", "2")))
-    base = StableDiffusionPipeline.from_pretrained(weights / "base")
-    net = ControlNetModel.from_pretrained(weights / controlnet)
+    base = StableDiffusionPipeline.from_pretrained(weights / "base", dtype=getattr(torch, dtype))
+    net = ControlNetModel.from_pretrained(weights / controlnet, dtype=getattr(torch, dtype))
     pipe = StableDiffusionControlNetPipeline.from_pipe(base, controlnet=net, vae=base.vae)
     pipe.set_progress_bar_config(disable=True)
     return base, pipe
@@ -133,7 +138,7 @@ def autoencoder_ceiling(vae, samples) -> tuple[float, float]:
     images = np.stack([s.image for s in samples])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
-        recon = vae.decode(vae.encode(x).latents).sample
+        recon = vae.decode(vae.encode(x.to(vae.dtype)).latents).sample.float()
     recon_u8 = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     scores = score_batch(recon_u8, samples, "canny")
     return float(np.mean(scores["f1"])), float(np.mean(scores["color_hits"]))
@@ -145,11 +150,12 @@ def evaluate(
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
+    dtype: str = "float32",
 ) -> dict:
     """Run every metric on ``count`` held-out samples; return a JSON-serialisable dict."""
-    base, pipe = load_pipelines(weights)
+    base, pipe = load_pipelines(weights, dtype=dtype)
     samples = [generate_sample(EVAL_SEED, i) for i in range(count)]
-    results: dict = {"count": count, "steps": steps, "guidance_scale": guidance}
+    results: dict = {"count": count, "steps": steps, "guidance_scale": guidance, "dtype": dtype}
     for kind in ("canny", "scribble"):
         for label, scale in (("control", 1.0), ("strength0", 0.0)):
             scores: dict[str, list] = {}
@@ -225,13 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=128)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--guidance", type=float, nargs="+", default=[DEFAULT_GUIDANCE])
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--json", type=pathlib.Path, help="write results here")
     parser.add_argument("--grid", type=pathlib.Path, help="also save a 16-sample grid PNG here")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     all_results = []
     for g in args.guidance:
-        res = evaluate(args.weights, args.count, args.steps, g)
+        res = evaluate(args.weights, args.count, args.steps, g, dtype=args.dtype)
         print(json.dumps(res), flush=True)
         all_results.append(res)
     if args.json:
