@@ -4,7 +4,8 @@ The UI (`demos/`, `app.py`) and scripts import from here only:
 
 - `Engine` runs a backend: `validate`, `control_map`, `generate`, `compare`, `sweep`, and the facts
   a UI words (`backend`, `has_controlnet`, `resolution_range`, `device_summary`).
-- `GenerationRequest` / `ControlSpec` say what to make; `GenerationResult` is what comes back.
+- `GenerationRequest` / `ControlSpec` say what to make; `GenerationResult` is what comes back;
+  a `PreviewCallback` sees the images forming while a run samples.
 - The registries: `MODALITIES` (one entry per modality) and `PREPROCESSORS` (one interface for all).
 - Recipes: `read_recipe`, `request_from_recipe`, `recipe_for_image`, `save_png`.
 - Errors: `FieldError` (a refused value, with the path of its field), `WeightsUnavailableError`,
@@ -60,6 +61,7 @@ from controlnet_core.settings import (
     settings_from_cli,
 )
 from controlnet_core.storage import ServerFolder
+from controlnet_core.timeline import PreviewCallback
 from controlnet_core.toy.lab import TrainingLab
 
 __all__ = [
@@ -88,6 +90,7 @@ __all__ = [
     "Modality",
     "ParamSpec",
     "PreprocessorSpec",
+    "PreviewCallback",
     "ServerFolder",
     "Settings",
     "TrainingLab",

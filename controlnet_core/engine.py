@@ -52,7 +52,15 @@ from controlnet_core.request import (
     validate_extra_controls,
 )
 from controlnet_core.settings import SCHEDULER_NAMES, Settings
-from controlnet_core.timeline import LinearDecoder, Timeline, TinyVAEDecoder, preview_decoder
+from controlnet_core.timeline import (
+    DEFAULT_PREVIEW_INTERVAL,
+    LinearDecoder,
+    LivePreview,
+    PreviewCallback,
+    Timeline,
+    TinyVAEDecoder,
+    preview_decoder,
+)
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -107,6 +115,7 @@ class Engine:
         self._decoder: LinearDecoder | TinyVAEDecoder | None = None
         self._decoder_lock = threading.Lock()
         self.preprocessor_runs = 0
+        self.preview_interval = DEFAULT_PREVIEW_INTERVAL  # seconds between live previews
 
     @property
     def backend(self) -> str:
@@ -259,6 +268,7 @@ class Engine:
         extra_images: Sequence[object] = (),
         inside_step: str | None = None,
         controlnets: Mapping[str, Any] | None = None,
+        preview: PreviewCallback | None = None,
     ) -> GenerationResult:
         """Images for `request` (image i uses `image_seed(seed, i)`), the control map(s), the recipe.
 
@@ -266,6 +276,7 @@ class Engine:
         the ControlNets add inside the UNet at that step (`GenerationResult.inside`). `controlnets`
         maps a ControlNet key ("canny") to weights to use instead of the backend's (an object
         with `model_id` and `model`, e.g. `TrainingLab.weights()`); the recipe names them.
+        `preview` is called with the images forming (see `timeline.LivePreview`) while it samples.
         """
         from controlnet_core.sampling import Variant
 
@@ -277,7 +288,9 @@ class Engine:
             for i in range(request.num_images)
         ]
         labels = [f"seed {v.seed}" for v in variants]
-        return self._run(prepared, variants, labels, {"kind": "generate"}, progress, probe)
+        return self._run(
+            prepared, variants, labels, {"kind": "generate"}, progress, probe, preview=preview
+        )
 
     def compare(
         self,
@@ -288,6 +301,7 @@ class Engine:
         inside_step: str | None = None,
         timeline: int = 0,
         controlnets: Mapping[str, Any] | None = None,
+        preview: PreviewCallback | None = None,
     ) -> GenerationResult:
         """Plain SD and ControlNet for the same seed and settings, from one batched pass.
 
@@ -306,7 +320,9 @@ class Engine:
         variants = [Variant(seed, off), Variant(seed, prepared.unit_settings)]
         names = " + ".join(control_labels(prepared.request))
         labels = ["plain SD (no ControlNet)", f"ControlNet ({names})"]
-        return self._run(prepared, variants, labels, {"kind": "compare"}, progress, probe, frames)
+        return self._run(
+            prepared, variants, labels, {"kind": "compare"}, progress, probe, frames, preview
+        )
 
     def sweep(
         self,
@@ -317,6 +333,7 @@ class Engine:
         progress: ProgressCallback | None = None,
         extra_images: Sequence[object] = (),
         controlnets: Mapping[str, Any] | None = None,
+        preview: PreviewCallback | None = None,
     ) -> GenerationResult:
         """The same seed rendered once per value of the main ControlNet's strength, start or end."""
         from controlnet_core.sampling import Variant
@@ -331,7 +348,7 @@ class Engine:
         ]
         labels = [f"{kind} {value:g}" for value in values]
         extra = sweep_record(kind, values)
-        return self._run(prepared, variants, labels, extra, progress)
+        return self._run(prepared, variants, labels, extra, progress, preview=preview)
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -404,7 +421,15 @@ class Engine:
         return _Prepared(request, modality, maps, loaded, units, settings, width, height, started)
 
     def _run(
-        self, prepared, variants, labels, recipe_extra, progress, probe=None, timeline=None
+        self,
+        prepared,
+        variants,
+        labels,
+        recipe_extra,
+        progress,
+        probe=None,
+        timeline=None,
+        preview: PreviewCallback | None = None,
     ) -> GenerationResult:
         from controlnet_core.models import make_scheduler
         from controlnet_core.sampling import sample
@@ -432,6 +457,11 @@ class Engine:
             on_step=on_step,
             probe=probe,
             timeline=timeline,
+            preview=(
+                LivePreview(self.preview_decoder, preview, self.preview_interval)
+                if preview
+                else None
+            ),
         )
         images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
         recipe = build_recipe(

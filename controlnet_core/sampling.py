@@ -29,7 +29,7 @@ from PIL import Image
 from controlnet_core.errors import shown
 from controlnet_core.inside import ResidualProbe
 from controlnet_core.request import CONTROL_MODES
-from controlnet_core.timeline import Timeline
+from controlnet_core.timeline import LivePreview, Timeline
 
 SOFT_WEIGHT_BASE = 0.825
 _ENCODE_LOCK = threading.Lock()
@@ -94,12 +94,14 @@ def sample(
     on_step: StepCallback | None = None,
     probe: ResidualProbe | None = None,
     timeline: Timeline | None = None,
+    preview: LivePreview | None = None,
 ) -> tuple[np.ndarray, list[bool]]:
     """Denoise all `variants` in one batched pass; float images in [0, 1] (B, H, W, 3) + NSFW flags.
 
     `pipe` is any SD1.5 pipeline object (its unet, vae, text encoder and image processors are used).
     A `probe` records what the ControlNets add inside the UNet for one variant (see `inside`); a
-    `timeline` the predicted final latents of every variant at a few steps (see `timeline`).
+    `timeline` the predicted final latents of every variant at a few steps, a `preview` shows them
+    while the run goes on (see `timeline`).
     """
     if control_mode not in CONTROL_MODES:
         raise ValueError(
@@ -177,6 +179,8 @@ def sample(
             noise = uncond + guidance_scale * (cond - uncond)
         if timeline is not None and timeline.wants(index, total):
             timeline.record(index, scaled, noise, schedulers[0], t)
+        if preview is not None and preview.wants(index, total):
+            preview.record(index, total, scaled, noise, schedulers[0], t)
         latents = torch.cat(
             [
                 s.step(

@@ -11,6 +11,8 @@ decoded by the real VAE.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -93,6 +95,20 @@ def timeline_steps(total: int, count: int = DEFAULT_TIMELINE_STEPS) -> list[int]
     return sorted({int(round(i)) for i in np.linspace(0, total - 1, min(count, total))})
 
 
+def predicted_x0(scaled: torch.Tensor, noise: torch.Tensor, scheduler, t) -> np.ndarray:
+    """The predicted final latents (x0) of every row, from a step's model input (`scaled`, in x_t
+    form for every scheduler) and its guided noise prediction, as float32 numpy (B, C, h, w)."""
+    alphas = scheduler.alphas_cumprod
+    position = min(max(int(round(float(t))), 0), len(alphas) - 1)
+    alpha = float(alphas[position])
+    x_t, out = scaled.float(), noise.float()
+    if scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
+        x0 = alpha**0.5 * x_t - (1 - alpha) ** 0.5 * out
+    else:
+        x0 = (x_t - (1 - alpha) ** 0.5 * out) / alpha**0.5
+    return x0.cpu().numpy()
+
+
 @dataclass
 class Timeline:
     """Collects x0 predictions (all variants) at the chosen steps of one `sampling.sample` call."""
@@ -106,18 +122,44 @@ class Timeline:
         return index in timeline_steps(total, self.count)
 
     def record(self, index: int, scaled: torch.Tensor, noise: torch.Tensor, scheduler, t) -> None:
-        """x0 of every variant from the step's model input (`scaled`, in x_t form for every
-        scheduler) and its guided noise prediction."""
-        alphas = scheduler.alphas_cumprod
-        position = min(max(int(round(float(t))), 0), len(alphas) - 1)
-        alpha = float(alphas[position])
-        x_t, out = scaled.float(), noise.float()
-        if scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
-            x0 = alpha**0.5 * x_t - (1 - alpha) ** 0.5 * out
-        else:
-            x0 = (x_t - (1 - alpha) ** 0.5 * out) / alpha**0.5
-        self.frames.append((index, x0.cpu().numpy()))
+        self.frames.append((index, predicted_x0(scaled, noise, scheduler, t)))
 
     def images(self, decoder) -> list[tuple[int, list[np.ndarray]]]:
         """(step index, one RGB image per variant) for every recorded step."""
         return [(step, [decoder.decode(x) for x in x0]) for step, x0 in self.frames]
+
+
+# (steps done, total steps, one RGB image per variant at the latents' size)
+PreviewCallback = Callable[[int, int, list[np.ndarray]], None]
+
+DEFAULT_PREVIEW_INTERVAL = 1.0
+
+
+class LivePreview:
+    """Shows the image forming while a run samples: the x0 estimate of every variant, drawn by the
+    same cheap decoder as the timeline, handed to `callback` at most once per `interval` seconds
+    of sampling (never for the last step, whose image the full VAE decodes next). Timing by the
+    clock rather than by a step count bounds the cost on any hardware: on a fast GPU a run
+    shows no previews at all; on a CPU, one every second or so."""
+
+    def __init__(
+        self,
+        decoder: Callable[[], LinearDecoder | TinyVAEDecoder],
+        callback: PreviewCallback,
+        interval: float = DEFAULT_PREVIEW_INTERVAL,
+    ) -> None:
+        # The decoder is asked for at the first preview: fitting one takes a moment, and a run
+        # too short for any preview should not pay it.
+        self.decoder, self.callback, self.interval = decoder, callback, interval
+        self.shown = 0
+        self._last = time.monotonic()
+
+    def wants(self, index: int, total: int) -> bool:
+        return index < total - 1 and time.monotonic() - self._last >= self.interval
+
+    def record(self, index: int, total: int, scaled, noise, scheduler, t) -> None:
+        x0 = predicted_x0(scaled, noise, scheduler, t)
+        decoder = self.decoder()
+        self.callback(index + 1, total, [decoder.decode(x) for x in x0])
+        self.shown += 1
+        self._last = time.monotonic()

@@ -56,6 +56,7 @@ from demos.hosting import (
     output_folder,
     report,
     user_errors,
+    with_previews,
 )
 from demos.inside import (
     InsidePanel,
@@ -474,20 +475,33 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     @on_gpu(lambda: names)
     def run_generate(*values, progress=gr.Progress()):
         image, request = build(values)
-        return show_result(
-            engine.generate(
-                request, image, progress=report(progress), controlnets=session_controlnets()
-            )
+        yield from with_previews(
+            lambda preview: engine.generate(
+                request,
+                image,
+                progress=report(progress),
+                controlnets=session_controlnets(),
+                preview=preview,
+            ),
+            show_result,
+            show_preview,
         )
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names, variants=2)
     def run_compare(*values, progress=gr.Progress()):
         image, request = build(values)
-        result = engine.compare(
-            request, image, progress=report(progress), controlnets=session_controlnets()
+        yield from with_previews(
+            lambda preview: engine.compare(
+                request,
+                image,
+                progress=report(progress),
+                controlnets=session_controlnets(),
+                preview=preview,
+            ),
+            lambda result: show_result(result, compare=True),
+            show_preview,
         )
-        return show_result(result, compare=True)
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names, variants=MAX_SWEEP_VALUES)
@@ -495,15 +509,19 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
         *values, kind, text = values
         image, request = build(values)
         sweep_list = parse_sweep_values(text)
-        result = engine.sweep(
-            request,
-            image,
-            kind,
-            sweep_list,
-            progress=report(progress),
-            controlnets=session_controlnets(),
+        yield from with_previews(
+            lambda preview: engine.sweep(
+                request,
+                image,
+                kind,
+                sweep_list,
+                progress=report(progress),
+                controlnets=session_controlnets(),
+                preview=preview,
+            ),
+            show_result,
+            show_preview,
         )
-        return show_result(result)
 
     name_parameters(run_generate, names)
     name_parameters(run_compare, names)
@@ -799,6 +817,21 @@ def show_result(result: GenerationResult, compare: bool = False) -> tuple:
     if compare:  # the same files as the gallery's two images
         slider = gr.update(value=(items[-2][0], items[-1][0]), visible=True)
     return items, result.recipe, result.recipe["seed"], slider
+
+
+def show_preview(step: int, total: int, images: Sequence[np.ndarray]) -> tuple:
+    """The outputs while a run goes: the images forming (cheaply decoded, see
+    `controlnet_core.timeline.LivePreview`) in the gallery; the rest as it was."""
+    items = []
+    for image in images:
+        picture = Image.fromarray(image)
+        if min(picture.size) < DISPLAY_MIN_SIDE:  # latents' size: smooth, not blocky, when enlarged
+            factor = math.ceil(DISPLAY_MIN_SIDE / min(picture.size))
+            picture = picture.resize(
+                (picture.width * factor, picture.height * factor), Image.BILINEAR
+            )
+        items.append((picture, f"forming… step {step} of {total}"))
+    return items, gr.skip(), gr.skip(), gr.skip()
 
 
 def gallery_items(result: GenerationResult) -> list[tuple[str, str]]:

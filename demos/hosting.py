@@ -10,11 +10,15 @@ stops within one denoising step.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import html
+import inspect
 import logging
+import queue
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,8 @@ from PIL import Image
 from controlnet_core import (
     FieldError,
     GenerationCancelled,
+    GenerationResult,
+    PreviewCallback,
     WeightsUnavailableError,
     check_pixels,
 )
@@ -55,32 +61,94 @@ def user_errors(fn: Callable | None = None, *, labels: FieldLabels | None = None
     if fn is None:
         return functools.partial(user_errors, labels=labels)
 
-    @functools.wraps(fn)  # keeps the signature: gradio finds `progress=gr.Progress()` through it
-    def wrapper(*args, **kwargs):
-        # The error is built after the `except` block, so it does not chain the original exception,
-        # whose traceback would keep the cancelled generation's tensors alive.
+    def page_error(error: BaseException) -> gr.Error:
         title, message, duration = None, "", 10.0
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error as error:
+        if isinstance(error, gr.Error):
             title, message, duration = error.title, error.message, error.duration
-        except GenerationCancelled:
+        elif isinstance(error, GenerationCancelled):
             log.info("generation cancelled: the request is gone")
             title, message = "Cancelled", "The generation was cancelled."
-        except WeightsUnavailableError as error:
+        elif isinstance(error, WeightsUnavailableError):
             title, message, duration = "Weights unavailable", missing_weights_message(error), 30.0
-        except FieldError as error:
+        elif isinstance(error, FieldError):
             title, message = "Invalid input", field_message(error, labels)
-        except ValueError as error:
+        elif isinstance(error, ValueError):
             title, message = "Invalid input", str(error)
-        except Exception as error:  # the page gets a message; the console keeps the traceback
-            log.exception("request failed")
+        else:  # the page gets a message; the console keeps the traceback
+            log.error("request failed", exc_info=error)
             title, message = "Something went wrong", f"Generation failed: {type(error).__name__}"
-        raise gr.Error(
+        return gr.Error(
             page_text(message), title=title or "Error", duration=duration, print_exception=False
         )
 
+    # The error is raised after the `except` block, so it does not chain the original exception,
+    # whose traceback would keep the cancelled generation's tensors alive.
+    if inspect.isgeneratorfunction(fn):  # a run that shows its images forming
+
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            failed = None
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                failed = page_error(error)
+            if failed is not None:
+                raise failed
+
+        return streaming
+
+    @functools.wraps(fn)  # keeps the signature: gradio finds `progress=gr.Progress()` through it
+    def wrapper(*args, **kwargs):
+        failed = None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            failed = page_error(error)
+        raise failed
+
     return wrapper
+
+
+def with_previews(
+    run: Callable[[PreviewCallback], GenerationResult],
+    show_final: Callable[[GenerationResult], tuple],
+    show_preview: Callable[[int, int, list], tuple],
+) -> Iterator[tuple]:
+    """Yield the outputs of a run while it goes: `show_preview(step, total, images)` for each image
+    the engine shows forming, then `show_final(result)`.
+
+    `run(preview)` (an engine call) runs in a worker thread with this event's context, so its
+    progress bar and its check that the event is still wanted work as in a plain handler. When
+    gradio stops iterating (the event was cancelled), the next preview or step stops the run.
+    """
+    updates: queue.Queue = queue.Queue()
+    stopped = threading.Event()
+
+    def preview(step: int, total: int, images: list) -> None:
+        if stopped.is_set():
+            raise GenerationCancelled("the page stopped listening")
+        updates.put(("preview", (step, total, images)))
+
+    def work() -> None:
+        try:
+            updates.put(("done", run(preview)))
+        except BaseException as error:  # handed to the event's own thread, which reports it
+            updates.put(("failed", error))
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(work,), name="generation", daemon=True).start()
+    try:
+        while True:
+            kind, value = updates.get()
+            if kind == "preview":
+                yield show_preview(*value)
+            elif kind == "done":
+                yield show_final(value)
+                return
+            else:
+                raise value
+    finally:
+        stopped.set()
 
 
 def field_message(error: FieldError, labels: FieldLabels | None) -> str:

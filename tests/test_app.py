@@ -455,3 +455,28 @@ def test_combine_inside_traces_the_summed_residuals(served):
     off = combine_args(client, square, unit1_strength=0.0, unit2_image=None)
     _, bars = client.predict(*off, "first", api_name="/combine_inside")
     assert all(row[1] == 0 for row in bars["data"])
+
+
+def test_a_run_streams_the_images_forming_then_the_result(serve_app, tmp_path):
+    """Through the API: a generation yields previews (the gallery only, captioned with the step)
+    before its result; `predict` still returns the result alone."""
+    client, _, engine = serve_app(["canny"], combine=False)
+    engine.preview_interval = 0.0  # every step: the tiny backend is too quick for the clock
+    square = np.full((96, 96, 3), 255, np.uint8)
+    square[24:72, 24:72] = 0
+    Image.fromarray(square).save(tmp_path / "square.png")
+    args = endpoint_args(
+        client,
+        "/canny",
+        image=handle_file(str(tmp_path / "square.png")),
+        **{**SETTINGS, "steps": 4},
+    )
+    job = client.submit(*args, api_name="/canny")
+    job.result(timeout=120)
+    outputs = job.outputs()
+    previews, final = outputs[:-1], outputs[-1]
+    captions = [[item["caption"] for item in output[0]] for output in previews]
+    assert captions == [[f"forming… step {s} of 4"] * 2 for s in (1, 2, 3)]
+    assert all(_load(output[0][0]["image"]).shape == (256, 256, 3) for output in previews)
+    assert [item["caption"] for item in final[0]] == ["Control map", "seed 5", "seed 6"]
+    assert final[2] == 5

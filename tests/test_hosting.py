@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import threading
@@ -378,16 +379,20 @@ def test_gpu_duration_follows_the_work(monkeypatch):
             held["seconds"] = duration(*args, **kwargs)
             return fn(*args, **kwargs)
 
-        return call
+        def stream(*args, **kwargs):  # as spaces.GPU wraps a generator: a generator
+            held["seconds"] = duration(*args, **kwargs)
+            yield from fn(*args, **kwargs)
+
+        return stream if inspect.isgeneratorfunction(fn) else call
 
     monkeypatch.setattr(spaces, "GPU", fake_gpu)
     demo = build_app(Engine(Settings(backend="tiny")), ["canny"], combine=False)
     generate = next(f for f in demo.fns.values() if f.api_name == "canny")
-    names = list(__import__("inspect").signature(generate.fn).parameters)
+    names = list(inspect.signature(generate.fn).parameters)
     values = {name: None for name in names if name != "progress"}
     values.update(steps=30, num_images=2, resolution=768)
     with pytest.raises(gr.Error):  # no image: refused, after the duration was asked for
-        generate.fn(*values.values())
+        list(generate.fn(*values.values()))
     assert held["seconds"] == builder.gpu_seconds(30, 2, 768)
 
 
@@ -423,3 +428,39 @@ def test_the_server_removes_its_folder_when_stopped(tmp_path):
         assert not folder.exists()
     finally:
         server.kill()
+
+
+def test_a_run_with_previews_stops_when_the_page_stops_listening():
+    """`with_previews` yields each preview, then the result; when gradio stops iterating (Stop, or
+    the tab closed), the run in the worker thread stops at its next preview."""
+    import threading
+    import time
+
+    from controlnet_core import GenerationCancelled
+    from demos.hosting import with_previews
+
+    steps_done, ended = [], threading.Event()
+    outcome = {}
+
+    def run(preview):
+        try:
+            for step in range(1, 101):
+                time.sleep(0.01)
+                steps_done.append(step)
+                preview(step, 100, [step])
+            return "finished"
+        except GenerationCancelled:
+            outcome["cancelled"] = True
+            raise
+        finally:
+            ended.set()
+
+    stream = with_previews(run, lambda result: ("final", result), lambda *p: ("preview", *p))
+    assert next(stream) == ("preview", 1, 100, [1])
+    assert next(stream)[:2] == ("preview", 2)
+    stream.close()
+    assert ended.wait(5) and outcome == {"cancelled": True}
+    assert len(steps_done) < 10
+
+    complete = list(with_previews(lambda preview: "done", lambda r: ("final", r), None))
+    assert complete == [("final", "done")]

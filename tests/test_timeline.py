@@ -67,3 +67,38 @@ def test_a_full_vae_is_drawn_by_the_fitted_linear_map(tiny_engine, square_image)
     assert "linear" in tiny_engine.preview_decoder().name
     assert [step for step, _ in traced.timeline] == timeline_steps(FAST["steps"])
     assert traced.timeline[0][1][0].shape == (8, 8, 3)  # one pixel per latent
+
+
+def test_live_previews_show_the_image_forming_without_changing_it(toy_engine, square_image):
+    """Every step but the last hands over each variant's x0 estimate (interval 0); the final
+    images are those of a run without previews; the last preview is close to the final image."""
+    request = GenerationRequest(
+        modality="canny", **{**FAST, "steps": 6, "resolution": 64, "seed": 4}
+    )
+    plain = toy_engine.compare(request, square_image)
+    shown = []
+    toy_engine.preview_interval = 0.0
+    try:
+        previewed = toy_engine.compare(
+            request, square_image, preview=lambda *update: shown.append(update)
+        )
+    finally:
+        toy_engine.preview_interval = 1.0
+    assert np.array_equal(plain.arrays, previewed.arrays)
+    assert [(step, total) for step, total, _ in shown] == [(s, 6) for s in range(1, 6)]
+    for _, _, images in shown:
+        assert len(images) == 2 and images[0].shape == (64, 64, 3) and images[0].dtype == np.uint8
+    # One implementation with the timeline: the previews are its frames of the same steps.
+    traced = toy_engine.compare(request, square_image, timeline=6)
+    frames = dict(traced.timeline)
+    for step, _, images in shown:
+        assert all(np.array_equal(a, b) for a, b in zip(images, frames[step - 1], strict=True))
+
+
+def test_previews_are_rationed_by_the_clock(toy_engine, square_image):
+    """With the default interval a run shorter than a second shows no preview at all: on fast
+    hardware previews cost nothing."""
+    request = GenerationRequest(modality="canny", **{**FAST, "steps": 4, "resolution": 64})
+    shown = []
+    toy_engine.generate(request, square_image, preview=lambda *update: shown.append(update))
+    assert shown == []
