@@ -54,6 +54,7 @@ from controlnet_core.request import (
     control_labels,
 )
 from controlnet_core.settings import (
+    FEW_STEP_SCHEDULER,
     SCHEDULER_NAMES,
     Settings,
     check_can_start,
@@ -67,6 +68,7 @@ from controlnet_core.toy.lab import TrainingLab
 __all__ = [
     "BACKEND_MAX_RESOLUTION",
     "CONTROL_MODES",
+    "FEW_STEP_SCHEDULER",
     "INPUT_CANVAS",
     "INPUT_IMAGE",
     "MAX_CONDITIONING_SCALE",

@@ -51,7 +51,7 @@ from controlnet_core.request import (
     validate_control,
     validate_extra_controls,
 )
-from controlnet_core.settings import SCHEDULER_NAMES, Settings
+from controlnet_core.settings import FEW_STEP_SCHEDULER, SCHEDULER_NAMES, Settings
 from controlnet_core.timeline import (
     DEFAULT_PREVIEW_INTERVAL,
     LinearDecoder,
@@ -147,6 +147,11 @@ class Engine:
     def device_summary(self) -> str:
         """The device and dtype the real backend runs on, e.g. "cpu, bfloat16"."""
         return f"{self.manager.device.type}, {self.manager.dtype_name}"
+
+    def has_few_step(self) -> bool:
+        """Whether the LCM sampler's few-step LoRA exists for this backend (not for the toy
+        model; real weights load it from the hub or --few-step-lora at first use)."""
+        return self.backend != "toy"
 
     def has_controlnet(self, modality_id: str) -> bool:
         """Whether this backend ships the modality's ControlNet (the toy model has a few only);
@@ -418,7 +423,12 @@ class Engine:
             UnitSettings(spec.conditioning_scale, spec.guidance_start, spec.guidance_end)
             for spec in specs
         )
-        return _Prepared(request, modality, maps, loaded, units, settings, width, height, started)
+        few_step = None
+        if request.scheduler == FEW_STEP_SCHEDULER:
+            few_step = self.manager.few_step(status)
+        return _Prepared(
+            request, modality, maps, loaded, units, settings, width, height, started, few_step
+        )
 
     def _run(
         self,
@@ -435,7 +445,7 @@ class Engine:
         from controlnet_core.sampling import sample
 
         request = prepared.request
-        base = self.manager.base()
+        base = prepared.few_step.pipe if prepared.few_step else self.manager.base()
 
         def on_step(index: int, total: int) -> None:
             if progress is not None:
@@ -466,7 +476,7 @@ class Engine:
         images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
         recipe = build_recipe(
             request,
-            self.model_facts(prepared.loaded),
+            self.model_facts(prepared.loaded, prepared.few_step),
             prepared.width,
             prepared.height,
             seeds=[v.seed for v in variants],
@@ -486,9 +496,10 @@ class Engine:
             timeline=timeline.images(self.preview_decoder()) if timeline is not None else [],
         )
 
-    def model_facts(self, loaded: Sequence[Any]) -> dict[str, Any]:
-        """What a recipe records of the models: backend, ids, device, dtype, safety checker."""
-        return {
+    def model_facts(self, loaded: Sequence[Any], few_step: Any = None) -> dict[str, Any]:
+        """What a recipe records of the models: backend, ids, device, dtype, safety checker, and
+        the few-step LoRA fused into the UNet when the LCM sampler ran."""
+        facts = {
             "backend": self.manager.backend,
             "base_model": self.manager.base_model_id,
             "controlnet_models": [controlnet.model_id for controlnet in loaded],
@@ -496,6 +507,9 @@ class Engine:
             "dtype": self.manager.dtype_name,
             "safety_checker": getattr(self.manager.base(), "safety_checker", None) is not None,
         }
+        if few_step is not None:
+            facts["few_step_lora"] = few_step.lora_id
+        return facts
 
 
 @dataclass
@@ -509,3 +523,4 @@ class _Prepared:
     width: int
     height: int
     started: float
+    few_step: Any = None  # models.LoadedFewStep when the LCM sampler runs

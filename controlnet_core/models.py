@@ -24,7 +24,7 @@ from controlnet_core.errors import shown
 from controlnet_core.hub import hub_offline, hub_reachable
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
-from controlnet_core.settings import DTYPES, SCHEDULER_NAMES, Settings
+from controlnet_core.settings import DTYPES, FEW_STEP_SCHEDULER, SCHEDULER_NAMES, Settings
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,7 @@ SCHEDULERS: dict[str, str] = {
     "Euler a": "EulerAncestralDiscreteScheduler",
     "Euler": "EulerDiscreteScheduler",
     "DDIM": "DDIMScheduler",
+    "LCM": "LCMScheduler",
 }
 
 assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "settings.SCHEDULER_NAMES must list SCHEDULERS"
@@ -131,6 +132,14 @@ def _quiet_diffusers():
         yield
     finally:
         diffusers_logging.set_verbosity(previous)
+
+
+@dataclass(frozen=True)
+class LoadedFewStep:
+    """The base pipeline's parts with a UNet that has the few-step LoRA fused in."""
+
+    lora_id: str
+    pipe: object
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,8 @@ class ModelManager:
         self._base = None
         self._base_id: str | None = None
         self._base_lock = threading.Lock()
+        self._few_step: LoadedFewStep | None = None
+        self._few_step_lock = threading.Lock()
         self._controlnets: OrderedDict[str, LoadedControlNet] = OrderedDict()
         self._controlnet_locks: dict[str, threading.Lock] = {}
         self._cache_lock = threading.Lock()
@@ -396,6 +407,49 @@ class ModelManager:
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.device)
 
+    # --- few-step mode --------------------------------------------------------------------------
+
+    def few_step(self, status: StatusCallback | None = None) -> LoadedFewStep:
+        """The base pipeline for the LCM sampler: the same text encoder, VAE and tokenizer, and a
+        copy of the UNet with the few-step LoRA (settings.few_step_lora) fused in, made once.
+
+        The shared UNet is never changed (other requests run on it meanwhile); the copy costs one
+        more UNet in memory (1.7 GB in float16 for SD1.5). The tiny backend fuses a seeded random
+        LoRA of the same layout; the toy model has none.
+        """
+        if self._few_step is not None:
+            return self._few_step
+        base = self.base(status)
+        with self._few_step_lock:
+            if self._few_step is None:
+                lora_id, weights = self._few_step_weights(base, status)
+                self._few_step = LoadedFewStep(lora_id, _fuse_lora(base, weights))
+                self._count_load("few_step_lora")
+        return self._few_step
+
+    def _few_step_weights(self, base, status: StatusCallback | None) -> tuple[str, dict]:
+        if self._backend == "tiny":
+            from controlnet_core.tiny import TINY_FEW_STEP_LORA_ID, tiny_few_step_lora
+
+            return TINY_FEW_STEP_LORA_ID, tiny_few_step_lora(base.unet)
+        if self._backend == "toy":
+            raise WeightsUnavailableError(
+                f"The toy model has no few-step LoRA, so the {FEW_STEP_SCHEDULER} sampler (Fast "
+                "mode) needs the real SD1.5 weights. Choose another sampler."
+            )
+        source = self.settings.few_step_lora
+        _say(status, f"Loading the few-step LoRA {source} (first use only)…")
+        try:
+            return source, _lora_state_dict(source)
+        except Exception as error:
+            hint = (
+                "download its pytorch_lora_weights.safetensors and point --few-step-lora (or "
+                "CONTROLNET_FEW_STEP_LORA) at the file or its folder"
+            )
+            raise WeightsUnavailableError(
+                _missing_weights_message("few-step LoRA", source, error, hint)
+            ) from error
+
     # --- ControlNets ----------------------------------------------------------------------------
 
     def controlnet(
@@ -503,6 +557,44 @@ class ModelManager:
                 if path.is_file():
                     return path
         return None
+
+
+def _lora_state_dict(source: str) -> dict:
+    """A LoRA's weights from a .safetensors file, a local folder or a hub repository (the hub
+    cache first, the network only when it answers)."""
+    if Path(source).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(source)
+    from diffusers import StableDiffusionPipeline
+
+    def load(folder_or_id: str, **kwargs) -> dict:
+        state, _ = StableDiffusionPipeline.lora_state_dict(folder_or_id, **kwargs)
+        return state
+
+    return _from_pretrained_local_first(load, source)
+
+
+def _fuse_lora(base, weights: dict):
+    """A pipeline over `base`'s parts whose UNet is a copy of `base.unet` with `weights` fused in
+    (diffusers' LoRA loader, through peft); its LoRA layers are removed again after fusing, so it
+    runs as fast as the plain UNet."""
+    import copy
+
+    from diffusers import StableDiffusionPipeline
+
+    with model_construction_lock:
+        unet = copy.deepcopy(base.unet)
+        state, alphas = StableDiffusionPipeline.lora_state_dict(weights)
+        StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name="fast")
+        unet.fuse_lora(lora_scale=1.0)
+        unet.unload_lora()
+        unet.eval().requires_grad_(False)
+    pipe = StableDiffusionPipeline(
+        **{**base.components, "unet": unet}, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _say(status: StatusCallback | None, message: str) -> None:

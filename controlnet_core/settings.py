@@ -25,7 +25,10 @@ BACKENDS = ("auto", "real", "toy", "tiny")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-SCHEDULER_NAMES = ("UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM")
+SCHEDULER_NAMES = ("UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM", "LCM")
+# The sampler of few-step mode: it runs the UNet with the few-step LoRA fused in (few_step_lora).
+FEW_STEP_SCHEDULER = "LCM"
+DEFAULT_FEW_STEP_LORA = "latent-consistency/lcm-lora-sdv1-5"
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 HARD_MAX_RESOLUTION = 1024
@@ -47,6 +50,8 @@ class Settings:
     max_upload_mb caps one uploaded file; max_image_pixels caps an image's width × height, read from
     its header before decoding; cache_max_age (seconds) is how old an output or upload file may get
     before the sweeper, which runs every cache_sweep_interval seconds, deletes it;
+    few_step_lora is the LoRA (hub id, local folder or .safetensors file) that the LCM sampler's
+    few-step mode fuses into a copy of the UNet;
     preview_concurrency is how many map previews and recipe loads run at once; hosted says the app is
     served to the public (Spaces); mcp serves gradio's MCP server next to the app.
     """
@@ -58,6 +63,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     scheduler: str = "UniPC"
+    few_step_lora: str = DEFAULT_FEW_STEP_LORA
     safety_checker: bool = True
     host: str = "127.0.0.1"
     port: int = 7860
@@ -197,6 +203,7 @@ ENV_VARS: dict[str, str] = {
     "device": "CONTROLNET_DEVICE",
     "dtype": "CONTROLNET_DTYPE",
     "scheduler": "CONTROLNET_SCHEDULER",
+    "few_step_lora": "CONTROLNET_FEW_STEP_LORA",
     "safety_checker": "CONTROLNET_SAFETY_CHECKER",
     "host": "CONTROLNET_HOST",
     "port": "CONTROLNET_PORT",
@@ -335,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DTYPES,
     )
     add("scheduler", "default sampler", choices=SCHEDULER_NAMES)
+    add(
+        "few_step_lora",
+        "few-step LoRA for the LCM sampler (Fast mode, 4-8 steps): hub id, local diffusers "
+        "LoRA folder, or a .safetensors file",
+    )
     add("safety_checker", "run the base model's NSFW safety checker when it has one")
     add("host", "address to listen on; 0.0.0.0 serves a network")
     add("port")

@@ -187,3 +187,60 @@ def tiny_controlnet(unet, key: str):
         controlnet = ControlNetModel.from_unet(unet)
     randomize_control_outputs(controlnet, seed=seed)
     return controlnet.eval().requires_grad_(False)
+
+
+TINY_FEW_STEP_LORA_ID = "tiny:few-step-lora"
+
+# The layers LCM-LoRA adapts in SD1.5's UNet (attention projections, feed-forwards, the
+# transformer blocks' in/out projections, the resnets' convolutions and time embeddings).
+FEW_STEP_LORA_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "time_emb_proj",
+)
+
+
+def tiny_few_step_lora(unet, seed: int = 0, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A random LoRA for `unet` in the layout LCM-LoRA ships (diffusers' `unet.…lora_A/B` keys),
+    seeded: the few-step path of the tiny backend and the tests loads and fuses it like the real one.
+    Its low-rank factors are drawn non-zero (peft starts B at zero, which would change nothing)."""
+    import copy
+
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    holder = copy.deepcopy(unet)
+    torch.manual_seed(seed)
+    holder.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=rank,
+            target_modules=list(FEW_STEP_LORA_TARGETS),
+            init_lora_weights=False,
+        )
+    )
+    generator = torch.Generator().manual_seed(seed)
+    state = get_peft_model_state_dict(holder)
+    return {
+        f"unet.{name}": torch.randn(value.shape, generator=generator) * 0.2
+        for name, value in state.items()
+    }
+
+
+def save_tiny_few_step_lora(unet, folder: Path, seed: int = 0) -> Path:
+    """`tiny_few_step_lora` written as LCM-LoRA's repository holds it:
+    `folder/pytorch_lora_weights.safetensors`."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {name: value.contiguous() for name, value in tiny_few_step_lora(unet, seed).items()}
+    save_file(weights, folder / "pytorch_lora_weights.safetensors")
+    return folder

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from controlnet_core import (
+    FEW_STEP_SCHEDULER,
     INPUT_CANVAS,
     MAX_DETECT_RESOLUTION,
     MAX_SWEEP_VALUES,
@@ -68,7 +69,7 @@ from demos.inside import (
 )
 from demos.running import RunButtons, run_buttons
 from demos.session import session_controlnets
-from demos.texts import backend_note, can_generate
+from demos.texts import backend_note, can_generate, starting_values
 
 DISPLAY_MIN_SIDE = 256
 CANVAS_SIZE = (512, 512)
@@ -94,6 +95,7 @@ class TabView:
     inside: InsidePanel | None  # None where this backend cannot generate for the tab
     timeline: TimelinePanel | None
     runs_here: Callable[[str], bool]  # whether a preprocessor can run on this server now
+    fast: gr.Checkbox  # Fast mode: sets the sampler, steps and CFG of few-step mode
 
     @property
     def source(self) -> gr.components.Component:
@@ -230,6 +232,7 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             place("image", "prompt")
+            fast = fast_mode_box(engine)
             buttons = run_buttons(can_generate(engine, modality.id))
             preview = buttons.preview
             with gr.Row():
@@ -273,8 +276,52 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
     return TabView(
         modality, engine.settings, fields, buttons, preview, sweep_kind, sweep_values,
         gallery, comparison, recipe_file, recipe, inside, timeline,
-        lambda pid: preprocessor_runs_here(pid, engine.hub_online),
+        lambda pid: preprocessor_runs_here(pid, engine.hub_online), fast,
     )  # fmt: skip
+
+
+FAST_STEPS = 6
+FAST_GUIDANCE = 1.0  # LCM-LoRA runs without classifier-free guidance: one UNet row per image
+
+
+def fast_mode_box(engine: Engine) -> gr.Checkbox:
+    """The Fast mode switch: a preset of the sampler, steps and CFG (none of them hidden: the
+    Advanced settings show what it chose, and changing the sampler there switches it back)."""
+    usable = engine.has_few_step()
+    info = (
+        f"LCM sampler, {FAST_STEPS} steps, CFG {FAST_GUIDANCE:g}, with the few-step LCM-LoRA: "
+        "several times quicker, a little less detail"
+        if usable
+        else "Needs the real SD1.5 weights: the toy model has no few-step LoRA"
+    )
+    on = engine.settings.scheduler == FEW_STEP_SCHEDULER
+    return gr.Checkbox(label="Fast mode (4–8 steps)", value=on, info=info, interactive=usable)
+
+
+def wire_fast_mode(
+    fast: gr.Checkbox, fields: dict[str, gr.components.Component], engine: Engine
+) -> None:
+    """Fast mode on: LCM, FAST_STEPS, FAST_GUIDANCE; off: the tab's starting values. The box
+    follows the sampler (a recipe, or a choice in Advanced), so it always says what will run."""
+    start = starting_values(engine)
+    default = (
+        engine.settings.scheduler if engine.settings.scheduler != FEW_STEP_SCHEDULER else "UniPC"
+    )
+    targets = [fields["scheduler"], fields["steps"], fields["guidance_scale"]]
+
+    def preset(on: bool) -> tuple:
+        if on:
+            return FEW_STEP_SCHEDULER, FAST_STEPS, FAST_GUIDANCE
+        return default, start.steps, start.guidance_scale
+
+    fast.input(preset, fast, targets, api_visibility="private", queue=False)
+    fields["scheduler"].change(
+        lambda name: name == FEW_STEP_SCHEDULER,
+        fields["scheduler"],
+        fast,
+        api_visibility="private",
+        queue=False,
+    )
 
 
 def note_area(engine: Engine, modality_id: str | None = None) -> gr.Markdown:
@@ -353,6 +400,7 @@ def wire_tab(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
         outputs=view.sweep_values,
         api_visibility="private",
     )
+    wire_fast_mode(view.fast, view.fields, engine)
     wire_preview(view, form, engine)
     wire_recipe_load(view, form, engine)
     wire_parameter_display(view, form)

@@ -35,6 +35,7 @@ from controlnet_core import (
 )
 from demos.builder import (
     endpoint,
+    fast_mode_box,
     name_parameters,
     note_area,
     on_gpu,
@@ -43,6 +44,7 @@ from demos.builder import (
     results_area,
     show_result,
     tab_container,
+    wire_fast_mode,
     wire_panel_run,
 )
 from demos.form import (
@@ -144,6 +146,7 @@ class CombineView:
     recipe_file: gr.File
     recipe: gr.JSON
     inside: InsidePanel
+    fast: gr.Checkbox
 
     def inputs(self) -> list[gr.components.Component]:
         return [c for unit in self.units for c in unit.values()] + list(self.shared.values())
@@ -173,6 +176,7 @@ def layout_combine(
         with gr.Column():
             for f in shared[:2]:
                 shared_made[f.name] = f.make()
+            fast = fast_mode_box(engine)
             buttons = run_buttons(True, with_sweep=False, with_preview=False)
             with gr.Accordion("Settings", open=False):
                 for f in shared[2:]:
@@ -186,7 +190,7 @@ def layout_combine(
             )
     shared_made = {f.name: shared_made[f.name] for f in shared}  # API order
     return CombineView(
-        made_units, shared_made, buttons, gallery, comparison, recipe_file, recipe, inside
+        made_units, shared_made, buttons, gallery, comparison, recipe_file, recipe, inside, fast
     )
 
 
@@ -261,6 +265,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
     with tab_container() as demo:
         view = layout_combine(engine, units, shared)
         wire_unit_modalities(view)
+        wire_fast_mode(view.fast, view.shared, engine)
         wire_runs(view, engine, units, shared)
         wire_recipe_load(view, engine, units, shared, choices)
     guard_inputs(demo)

@@ -207,6 +207,30 @@ def test_canny_example_then_generate(page):
     expect(panel.get_by_role("spinbutton", name="Seed")).to_have_value(str(seed))
 
 
+def test_fast_mode_sets_the_sampler_and_generates(page):
+    """Fast mode is a visible preset: Advanced shows what it chose (LCM, 6 steps, CFG 1); the run
+    names the few-step LoRA in its recipe; choosing another sampler switches it off."""
+    panel = open_tab(page, "Canny")
+    pick_canny_example(page, panel)
+    fast = panel.get_by_role("checkbox", name="Fast mode (4–8 steps)")
+    fast.check()
+    panel.get_by_role("button", name=re.compile("^Advanced")).click()
+    expect(panel.get_by_role("spinbutton", name="Steps")).to_have_value("6")
+    expect(panel.get_by_role("spinbutton", name="Guidance scale (CFG)")).to_have_value("1")
+    expect(panel.get_by_role("combobox", name="Sampler")).to_have_value("LCM")
+
+    panel.get_by_role("button", name="Generate", exact=True).click()
+    captions = wait_for_gallery(page, panel, 2)
+    assert captions[0] == "Control map" and is_seed_caption(captions[1]), captions
+    panel.get_by_role("button", name=re.compile("^Recipe")).click()
+    expect(panel.get_by_text("tiny:few-step-lora")).to_have_count(1)
+
+    sampler = panel.get_by_role("combobox", name="Sampler")
+    sampler.click()
+    page.get_by_role("option", name="UniPC", exact=True).click()
+    expect(fast).not_to_be_checked()
+
+
 def test_compare_then_drag_the_slider(page):
     panel = open_tab(page, "Canny")
     pick_canny_example(page, panel)
