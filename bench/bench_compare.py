@@ -304,6 +304,58 @@ def reference_pipelines(components, controlnet, *, size, steps, repeats, device)
     return out
 
 
+def compiled_cases(pipe, controlnet, args, *, device, sweep_scales) -> dict:
+    """The cases again with the UNet and ControlNet compiled (warm-up timed apart)."""
+    from controlnet_core.compiled import Compiled, configure_cache, warm_up
+
+    configure_cache()
+    started = time.perf_counter()
+    pipe.unet = Compiled(pipe.unet)
+    compiled_controlnet = Compiled(controlnet)
+    warm_up(pipe.unet, None, args.size)
+    warm_up(pipe.unet, compiled_controlnet, args.size)
+    _sync(device)
+    warm_up_seconds = time.perf_counter() - started
+    print(f"compiled and warmed up in {warm_up_seconds:.1f} s", flush=True)
+    results = measure(
+        pipe,
+        compiled_controlnet,
+        size=args.size,
+        steps=args.steps,
+        repeats=args.repeats,
+        device=device,
+        sweep_scales=sweep_scales,
+        log=lambda line: print(line, flush=True),
+    )
+    its = iterations_per_second(results, args.steps)
+    print("compiled it/s: " + ", ".join(f"{n} {v['it_per_s']:.2f}" for n, v in its.items()))
+    return {
+        "warm_up_seconds": warm_up_seconds,
+        "cases": {name: {"median": r.median, "images": r.images} for name, r in results.items()},
+        "ratios": ratios(results),
+        "it_per_s": its,
+    }
+
+
+def profile_steps(pipe, controlnet, *, size, device, steps: int = 5) -> str:
+    """torch.profiler's table (top 20 by self time) of one ControlNet image's `steps` steps: where
+    a step's time goes (kernels, host syncs, the scheduler, Python)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.components import control_image
+    from controlnet_core.sampling import ControlUnit
+
+    units = [ControlUnit(controlnet, control_image(size))]
+    variants = cases(DEFAULT_SWEEP, 0)["controlnet"]
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as profiler:
+        run_once(pipe, units, variants, steps=steps, size=size, device=device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return profiler.key_averages().table(sort_by=key, row_limit=20)
+
+
 def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny")
@@ -325,6 +377,18 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="also time diffusers' own pipelines (batch 1)",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="then time every case again on the compiled path (controlnet_core.compiled)",
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="profile 5 eager ControlNet steps with torch.profiler and print where the time goes",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     if defaults:
@@ -358,6 +422,8 @@ def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> dic
     build_seconds = time.perf_counter() - run_started
     print(f"built {args.arch} on {device} ({dtype}) in {build_seconds:.1f} s", flush=True)
     pipe = base_pipeline(components)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     results = measure(
         pipe,
         controlnet,
@@ -397,6 +463,12 @@ def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> dic
         "ratios": ratios(results),
         "it_per_s": iterations_per_second(results, args.steps),
     }
+    if device.type == "cuda":  # whether an 8 GB card holds the models and the sweep's activations
+        report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        print(f"peak GPU memory, all cases: {report['peak_memory_gib']:.2f} GiB", flush=True)
+    if args.profile:
+        report["profile"] = profile_steps(pipe, controlnet, size=args.size, device=device)
+        print(report["profile"], flush=True)
     if args.reference:
         report["reference"] = reference_pipelines(
             components,
@@ -405,6 +477,10 @@ def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> dic
             steps=args.steps,
             repeats=args.repeats,
             device=device,
+        )
+    if args.compile:  # last: compiling changes the models in place (channels-last, fused QKV)
+        report["compiled"] = compiled_cases(
+            pipe, controlnet, args, device=device, sweep_scales=sweep_scales
         )
     report["run_seconds"] = time.perf_counter() - run_started
     print()

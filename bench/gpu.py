@@ -8,7 +8,10 @@ a comparison (plain + ControlNet, one pass) and a 5-value strength sweep (one pa
 as `bench.bench_compare`, and the it/s of diffusers' own StableDiffusionPipeline and
 StableDiffusionControlNetPipeline on the same weights, to set next to published numbers (diffusers:
 SD1.5 + ControlNet canny, fp16, 512², batch 1: A100 15.0 it/s, T4 4.9 it/s). On an H100 the whole
-run (building 1.5 B random parameters, warm-ups, 3 repeats of each case) takes about a minute or two.
+run (building 1.5 B random parameters, warm-ups, 3 repeats of each case) takes about a minute or two;
+then the torch.profiler summary of 5 eager ControlNet steps, and every case again on the compiled path
+(`--compile`, controlnet_core.compiled: channels-last, fused QKV, torch.compile with CUDA graphs),
+with its warm-up time. `--no-compile` / `--no-profile` leave those out.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ GPU_DEFAULTS = {
     "device": "cuda",
     "dtype": "auto",
     "reference": True,
+    "compile": True,
+    "profile": True,
 }
 
 

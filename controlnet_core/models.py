@@ -322,9 +322,40 @@ class ModelManager:
         import_runtime()
         with self._base_lock:
             if self._base is None:
-                self._base, self._base_id = self._load_base(status)
+                base, base_id = self._load_base(status)
+                if self.compiles:
+                    self._compile_base(base, status)
+                self._base, self._base_id = base, base_id
                 self._count_load("base")
         return self._base
+
+    @property
+    def compiles(self) -> bool:
+        """Whether models run compiled (settings.compile; not the toy model, whose UNet the
+        training lab trains through)."""
+        return self.settings.compile and self._backend in ("real", "tiny")
+
+    @property
+    def warm_up_size(self) -> int:
+        """The image size compiled at load: the size a first request most likely asks for."""
+        return 64 if self._backend == "tiny" else min(512, self.settings.max_resolution)
+
+    def _compile_base(self, pipe, status: StatusCallback | None) -> None:
+        from controlnet_core.compiled import Compiled, configure_cache, warm_up
+
+        folder = configure_cache()
+        _say(status, "Compiling the UNet (first load only; the kernels are cached on disk)…")
+        log.info("compiled kernels are cached in %s", folder)
+        pipe.unet = Compiled(pipe.unet)
+        warm_up(pipe.unet, None, self.warm_up_size)
+
+    def _compile_controlnet(self, model, status: StatusCallback | None):
+        from controlnet_core.compiled import Compiled, warm_up
+
+        _say(status, "Compiling the ControlNet (first load only)…")
+        model = Compiled(model)
+        warm_up(self.base().unet, model, self.warm_up_size)
+        return model
 
     def _load_base(self, status: StatusCallback | None):
         backend = self._backend
@@ -423,7 +454,10 @@ class ModelManager:
         with self._few_step_lock:
             if self._few_step is None:
                 lora_id, weights = self._few_step_weights(base, status)
-                self._few_step = LoadedFewStep(lora_id, _fuse_lora(base, weights))
+                pipe = _fuse_lora(base, weights)
+                if self.compiles:
+                    self._compile_base(pipe, status)
+                self._few_step = LoadedFewStep(lora_id, pipe)
                 self._count_load("few_step_lora")
         return self._few_step
 
@@ -431,7 +465,7 @@ class ModelManager:
         if self._backend == "tiny":
             from controlnet_core.tiny import TINY_FEW_STEP_LORA_ID, tiny_few_step_lora
 
-            return TINY_FEW_STEP_LORA_ID, tiny_few_step_lora(base.unet)
+            return TINY_FEW_STEP_LORA_ID, tiny_few_step_lora(unfused(base.unet))
         if self._backend == "toy":
             raise WeightsUnavailableError(
                 f"The toy model has no few-step LoRA, so the {FEW_STEP_SCHEDULER} sampler (Fast "
@@ -478,6 +512,8 @@ class ModelManager:
                 if cached is not None:
                     return cached
             model, model_id = self._load_controlnet(modality, base, status)
+            if self.compiles:
+                model = self._compile_controlnet(model, status)
             loaded = LoadedControlNet(key=key, model_id=model_id, model=model)
             self._count_load(f"controlnet:{key}")
             with self._cache_lock:
@@ -498,7 +534,7 @@ class ModelManager:
             from controlnet_core.tiny import TINY_CONTROLNET_PREFIX, tiny_controlnet
 
             with model_construction_lock:
-                model = tiny_controlnet(base.unet, modality.controlnet_key)
+                model = tiny_controlnet(unfused(base.unet), modality.controlnet_key)
             return model.to(self.device), TINY_CONTROLNET_PREFIX + modality.controlnet_key
         if backend == "toy":
             from controlnet_core.toy import toy_controlnet_folder
@@ -559,6 +595,13 @@ class ModelManager:
         return None
 
 
+def unfused(model):
+    """`model` as loaded: itself, or when it runs compiled an unfused copy (see `compiled`)."""
+    from controlnet_core.compiled import Compiled, unfused_copy
+
+    return unfused_copy(model) if isinstance(model, Compiled) else model
+
+
 def _lora_state_dict(source: str) -> dict:
     """A LoRA's weights from a .safetensors file, a local folder or a hub repository (the hub
     cache first, the network only when it answers)."""
@@ -584,7 +627,11 @@ def _fuse_lora(base, weights: dict):
     from diffusers import StableDiffusionPipeline
 
     with model_construction_lock:
-        unet = copy.deepcopy(base.unet)
+        # A compiled UNet runs fused QKV projections made from to_q/to_k/to_v: the LoRA goes into
+        # those, and compiling the copy fuses them again.
+        unet = unfused(base.unet)
+        if unet is base.unet:
+            unet = copy.deepcopy(unet)
         state, alphas = StableDiffusionPipeline.lora_state_dict(weights)
         StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name="fast")
         unet.fuse_lora(lora_scale=1.0)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from controlnet_core.compiled import eager
 from controlnet_core.errors import shown
 from controlnet_core.inside import ResidualProbe
 from controlnet_core.request import CONTROL_MODES
@@ -163,8 +164,10 @@ def sample(
         )
         watched = probe is not None and probe.wants(index, total)
         row = (batch if do_cfg else 0) + (probe.variant if probe is not None else 0)
-        with probe.watching(unet, row, watched) if watched else nullcontext():
-            noise = unet(
+        # A watched step runs the model itself: hooks and compiled graphs do not mix.
+        call = eager(unet) if watched else unet
+        with probe.watching(call, row, watched) if watched else nullcontext():
+            noise = call(
                 model_input,
                 t,
                 encoder_hidden_states=text,

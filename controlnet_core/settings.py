@@ -50,6 +50,8 @@ class Settings:
     max_upload_mb caps one uploaded file; max_image_pixels caps an image's width × height, read from
     its header before decoding; cache_max_age (seconds) is how old an output or upload file may get
     before the sweeper, which runs every cache_sweep_interval seconds, deletes it;
+    compile runs the UNet and ControlNets through torch.compile (see `compiled`): fastest on a GPU
+    once compiled, but the first load of each model compiles for tens of seconds;
     few_step_lora is the LoRA (hub id, local folder or .safetensors file) that the LCM sampler's
     few-step mode fuses into a copy of the UNet;
     preview_concurrency is how many map previews and recipe loads run at once; hosted says the app is
@@ -64,6 +66,7 @@ class Settings:
     dtype: str = "auto"
     scheduler: str = "UniPC"
     few_step_lora: str = DEFAULT_FEW_STEP_LORA
+    compile: bool = False
     safety_checker: bool = True
     host: str = "127.0.0.1"
     port: int = 7860
@@ -204,6 +207,7 @@ ENV_VARS: dict[str, str] = {
     "dtype": "CONTROLNET_DTYPE",
     "scheduler": "CONTROLNET_SCHEDULER",
     "few_step_lora": "CONTROLNET_FEW_STEP_LORA",
+    "compile": "CONTROLNET_COMPILE",
     "safety_checker": "CONTROLNET_SAFETY_CHECKER",
     "host": "CONTROLNET_HOST",
     "port": "CONTROLNET_PORT",
@@ -342,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DTYPES,
     )
     add("scheduler", "default sampler", choices=SCHEDULER_NAMES)
+    add(
+        "compile",
+        "torch.compile the UNet and ControlNets (CUDA graphs on a GPU): the fastest path, after "
+        "a warm-up of tens of seconds per model at first load (cached on disk for later starts)",
+    )
     add(
         "few_step_lora",
         "few-step LoRA for the LCM sampler (Fast mode, 4-8 steps): hub id, local diffusers "

@@ -1,0 +1,66 @@
+"""The compiled path (`--compile`, controlnet_core.compiled) on the tiny models, on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from controlnet_core import Engine, GenerationRequest, Settings
+from controlnet_core.compiled import BATCH_BUCKETS, Compiled, bucket
+from controlnet_core.tiny import tiny_pipeline
+from tests.conftest import FAST
+
+
+def test_batches_are_padded_to_a_few_sizes():
+    assert [bucket(rows) for rows in (1, 2, 3, 5, 6, 8, 9, 32)] == [1, 2, 4, 8, 8, 8, 16, 32]
+    assert bucket(40) == 40  # beyond the largest bucket: as it is
+    assert tuple(sorted(BATCH_BUCKETS)) == BATCH_BUCKETS
+
+
+def test_a_padded_call_gives_each_row_what_an_unpadded_one_gives():
+    """Padding rows copy the last row and are cut off again: 3 rows through the 4-row graph equal
+    3 rows through the model (dynamo's eager backend: the padding, not Inductor, is tested here)."""
+    unet = tiny_pipeline().unet
+    sample = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(3, 77, unet.config.cross_attention_dim)
+    with torch.inference_mode():
+        expected = unet(sample, torch.tensor(500), encoder_hidden_states=text).sample
+        compiled = Compiled(unet, backend="eager")
+        got = compiled(sample, torch.tensor(500), encoder_hidden_states=text, return_dict=False)[0]
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_few_step_mode_on_a_compiled_base_fuses_the_lora_into_the_attention(square_image):
+    """Compiled models fuse their QKV projections; the few-step copy is unfused before its LoRA
+    goes into to_q/to_k/to_v, so its images equal those of the uncompiled path."""
+    request = GenerationRequest(
+        modality="canny", **{**FAST, "scheduler": "LCM", "steps": 3, "guidance_scale": 1.0}
+    )
+    plain = Engine(Settings(backend="tiny")).generate(request, square_image)
+    engine = Engine(Settings(backend="tiny"))
+    base = engine.manager.base()
+    base.unet = Compiled(base.unet, backend="eager")  # what --compile does, without Inductor
+    fused = engine.generate(request, square_image)
+    np.testing.assert_allclose(fused.arrays, plain.arrays, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_images_equal_eager_ones_and_another_image_count_does_not_recompile(
+    square_image,
+):
+    """Inductor on the CPU: the same images as the eager path (within float noise), and once 3
+    images (6 rows, padded to 8) have compiled, 4 images (8 rows) reuse those graphs."""
+    from torch._dynamo.utils import counters
+
+    eager = Engine(Settings(backend="tiny"))
+    compiled = Engine(Settings(backend="tiny", compile=True))
+    three = GenerationRequest(modality="canny", **{**FAST, "num_images": 3, "seed": 2})
+    four = GenerationRequest(modality="canny", **{**FAST, "num_images": 4, "seed": 2})
+    result = compiled.generate(three, square_image)
+    np.testing.assert_allclose(result.arrays, eager.generate(three, square_image).arrays, atol=1e-3)
+    graphs = counters["stats"]["unique_graphs"]
+    result = compiled.generate(four, square_image)
+    assert counters["stats"]["unique_graphs"] == graphs, "4 images compiled again"
+    np.testing.assert_allclose(result.arrays, eager.generate(four, square_image).arrays, atol=1e-3)
