@@ -186,6 +186,20 @@ def measure(
     return results
 
 
+def measure_all(pipe, controlnet, args, device, sweep_scales) -> dict[str, CaseResult]:
+    """`measure` with the command line's size, steps and repeats, logging each timing."""
+    return measure(
+        pipe,
+        controlnet,
+        size=args.size,
+        steps=args.steps,
+        repeats=args.repeats,
+        device=device,
+        sweep_scales=sweep_scales,
+        log=lambda line: print(line, flush=True),
+    )
+
+
 def ratios(results: dict[str, CaseResult]) -> dict[str, dict[str, float]]:
     """Batched time ÷ separate-runs time, end to end ("total") and for the denoising loop ("loop")."""
     out: dict[str, dict[str, float]] = {}
@@ -317,16 +331,7 @@ def compiled_cases(pipe, controlnet, args, *, device, sweep_scales) -> dict:
     _sync(device)
     warm_up_seconds = time.perf_counter() - started
     print(f"compiled and warmed up in {warm_up_seconds:.1f} s", flush=True)
-    results = measure(
-        pipe,
-        compiled_controlnet,
-        size=args.size,
-        steps=args.steps,
-        repeats=args.repeats,
-        device=device,
-        sweep_scales=sweep_scales,
-        log=lambda line: print(line, flush=True),
-    )
+    results = measure_all(pipe, compiled_controlnet, args, device, sweep_scales)
     its = iterations_per_second(results, args.steps)
     print("compiled it/s: " + ", ".join(f"{n} {v['it_per_s']:.2f}" for n, v in its.items()))
     return {
@@ -424,16 +429,7 @@ def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> dic
     pipe = base_pipeline(components)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    results = measure(
-        pipe,
-        controlnet,
-        size=args.size,
-        steps=args.steps,
-        repeats=args.repeats,
-        device=device,
-        sweep_scales=sweep_scales,
-        log=lambda line: print(line, flush=True),
-    )
+    results = measure_all(pipe, controlnet, args, device, sweep_scales)
     report = {
         "settings": {
             "arch": args.arch,

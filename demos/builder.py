@@ -9,6 +9,7 @@ them as a `TabView`, and `wire_tab` attaches the handlers. It publishes five nam
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -519,37 +520,31 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     def build(values: Sequence[Any]) -> tuple[Any, GenerationRequest]:
         return build_request(modality, form, values)
 
-    @user_errors(labels=labels)
-    @on_gpu(lambda: names)
-    def run_generate(*values, progress=gr.Progress()):
-        image, request = build(values)
-        yield from with_previews(
-            lambda preview: engine.generate(
-                request,
-                image,
+    def streamed(run: Callable, show: Callable, *args: Any, progress: gr.Progress):
+        """`run` (an engine method) on the request, its images forming in the gallery."""
+        return with_previews(
+            lambda preview: run(
+                *args,
                 progress=report(progress),
                 controlnets=session_controlnets(),
                 preview=preview,
             ),
-            show_result,
+            show,
             show_preview,
         )
+
+    @user_errors(labels=labels)
+    @on_gpu(lambda: names)
+    def run_generate(*values, progress=gr.Progress()):
+        image, request = build(values)
+        yield from streamed(engine.generate, show_result, request, image, progress=progress)
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names, variants=2)
     def run_compare(*values, progress=gr.Progress()):
         image, request = build(values)
-        yield from with_previews(
-            lambda preview: engine.compare(
-                request,
-                image,
-                progress=report(progress),
-                controlnets=session_controlnets(),
-                preview=preview,
-            ),
-            lambda result: show_result(result, compare=True),
-            show_preview,
-        )
+        show = functools.partial(show_result, compare=True)
+        yield from streamed(engine.compare, show, request, image, progress=progress)
 
     @user_errors(labels=labels)
     @on_gpu(lambda: names, variants=MAX_SWEEP_VALUES)
@@ -557,18 +552,8 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
         *values, kind, text = values
         image, request = build(values)
         sweep_list = parse_sweep_values(text)
-        yield from with_previews(
-            lambda preview: engine.sweep(
-                request,
-                image,
-                kind,
-                sweep_list,
-                progress=report(progress),
-                controlnets=session_controlnets(),
-                preview=preview,
-            ),
-            show_result,
-            show_preview,
+        yield from streamed(
+            engine.sweep, show_result, request, image, kind, sweep_list, progress=progress
         )
 
     name_parameters(run_generate, names)

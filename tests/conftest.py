@@ -149,3 +149,17 @@ class ReportingLock:
 
     def __exit__(self, *exc_info) -> None:
         self.release()
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """A tiny pipeline and its canny ControlNet saved with save_pretrained, as a user would have them."""
+    from controlnet_core.tiny import tiny_controlnet, tiny_pipeline
+
+    root = tmp_path_factory.mktemp("weights")
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(root / "sd15")
+    tiny_controlnet(pipe.unet, "canny").save_pretrained(
+        root / "controlnets" / "control_v11p_sd15_canny"
+    )
+    return root

@@ -14,28 +14,17 @@ from PIL import Image
 
 from controlnet_core import Engine, GenerationRequest, Settings, WeightsUnavailableError
 from controlnet_core.modalities import get_modality
-from controlnet_core.tiny import (
-    TINY_FEW_STEP_LORA_ID,
-    save_tiny_few_step_lora,
-    tiny_controlnet,
-    tiny_pipeline,
-)
+from controlnet_core.tiny import TINY_FEW_STEP_LORA_ID, save_tiny_few_step_lora, tiny_pipeline
 from tests.conftest import FAST
 
 FAST_MODE = {**FAST, "scheduler": "LCM", "steps": 4, "guidance_scale": 1.0, "seed": 7}
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A tiny pipeline, its canny ControlNet and a tiny few-step LoRA, saved as a user has them."""
-    root = tmp_path_factory.mktemp("weights")
-    pipe = tiny_pipeline()
-    pipe.save_pretrained(root / "sd15")
-    tiny_controlnet(pipe.unet, "canny").save_pretrained(
-        root / "controlnets" / "control_v11p_sd15_canny"
-    )
-    save_tiny_few_step_lora(pipe.unet, root / "lcm-lora")
-    return root
+def saved(saved_models):
+    """The saved tiny models, and a tiny few-step LoRA saved as LCM-LoRA's repository holds it."""
+    save_tiny_few_step_lora(tiny_pipeline().unet, saved_models / "lcm-lora")
+    return saved_models
 
 
 def real_engine(root, lora) -> Engine:
@@ -73,31 +62,26 @@ def test_the_lcm_sampler_runs_the_fused_lora_as_diffusers_does(saved, square_ima
     reference.load_lora_weights(saved / "lcm-lora")
     reference.fuse_lora()
     reference.set_progress_bar_config(disable=True)
-    expected = reference(
-        FAST_MODE["prompt"],
-        image=Image.fromarray(square_image),
-        num_inference_steps=4,
-        guidance_scale=1.0,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(7),
-        output_type="np",
-    ).images[0]
+
+    def reference_image() -> np.ndarray:
+        return reference(
+            FAST_MODE["prompt"],
+            image=Image.fromarray(square_image),
+            num_inference_steps=4,
+            guidance_scale=1.0,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(7),
+            output_type="np",
+        ).images[0]
+
+    expected = reference_image()
     assert np.abs(result.arrays[0] - expected).max() <= 1e-3
 
     # The LoRA matters: without it (the plain UNet, same sampler) the image is another one.
     reference.unfuse_lora()
     reference.unload_lora_weights()
-    unfused = reference(
-        FAST_MODE["prompt"],
-        image=Image.fromarray(square_image),
-        num_inference_steps=4,
-        guidance_scale=1.0,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(7),
-        output_type="np",
-    ).images[0]
+    unfused = reference_image()
     assert np.abs(unfused - expected).mean() > 1e-3
 
 

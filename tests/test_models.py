@@ -211,18 +211,6 @@ def test_two_threads_on_two_modalities_match_sequential_runs(square_image):
         np.testing.assert_allclose(concurrent[key], sequential[key], atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def saved_models(tmp_path_factory):
-    """A tiny pipeline and its canny ControlNet saved with save_pretrained, as a user would have them."""
-    root = tmp_path_factory.mktemp("weights")
-    pipe = tiny_pipeline()
-    pipe.save_pretrained(root / "sd15")
-    tiny_controlnet(pipe.unet, "canny").save_pretrained(
-        root / "controlnets" / "control_v11p_sd15_canny"
-    )
-    return root
-
-
 def test_real_loading_path_from_local_folders_matches_the_tiny_backend(saved_models, square_image):
     settings = Settings(
         backend="real",
