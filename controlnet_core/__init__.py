@@ -20,6 +20,7 @@ from controlnet_core.engine import (
     Engine,
     GenerationCancelled,
     GenerationResult,
+    ProgressCallback,
 )
 from controlnet_core.errors import FieldError, field_name, shown
 from controlnet_core.images import check_pixels
@@ -93,6 +94,7 @@ __all__ = [
     "ParamSpec",
     "PreprocessorSpec",
     "PreviewCallback",
+    "ProgressCallback",
     "ServerFolder",
     "Settings",
     "TrainingLab",

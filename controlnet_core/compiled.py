@@ -109,6 +109,10 @@ class Compiled(torch.nn.Module):
                 return type(value)(pad(item) for item in value)
             return value
 
+        if isinstance(timestep, torch.Tensor):
+            # Samplers give integer (UniPC, DDIM) or float (Euler) timesteps, and a graph is
+            # compiled per dtype; the models take either and embed it in float32 anyway.
+            timestep = timestep.to(torch.float32)
         sample, timestep, encoder_hidden_states = map(
             pad, (sample, timestep, encoder_hidden_states)
         )
@@ -152,7 +156,10 @@ def unfused_copy(model: torch.nn.Module) -> torch.nn.Module:
     The fused layers are dropped; fusing again remakes them from the separate ones."""
     import copy
 
+    from controlnet_core.models import drop_hooks
+
     model = copy.deepcopy(eager(model))
+    drop_hooks(model)
     if getattr(model, "original_attn_processors", None) is not None:
         model.unfuse_qkv_projections()
         model.original_attn_processors = None
@@ -165,10 +172,11 @@ def unfused_copy(model: torch.nn.Module) -> torch.nn.Module:
     return model.to(memory_format=torch.contiguous_format)
 
 
-def warm_up(unet: Compiled, controlnet: Compiled | None, size: int) -> None:
-    """Compile the graphs a first `size`² image runs (one image, guidance on: 2 rows): the UNet
-    alone (a plain step), and with a ControlNet, the ControlNet and the UNet fed its residuals."""
-    rows, side = 2, size // 8
+def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 2) -> None:
+    """Compile the graphs a first `size`² image runs (one image: 2 rows with guidance, 1 without):
+    the UNet alone (a plain step), and with a ControlNet, the ControlNet and the UNet fed its
+    residuals."""
+    side = size // 8
     options = {"device": unet.device, "dtype": unet.dtype}
     sample = torch.randn(rows, unet.config.in_channels, side, side, **options)
     timestep = torch.tensor(999, device=unet.device)

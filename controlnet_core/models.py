@@ -244,14 +244,15 @@ class ModelManager:
     `backend` "auto" resolves at the first load: real weights if the base model loads, else the toy
     model when its weights ship with the project. The device and dtype are decided at first use
     (importing torch takes seconds the page should not wait for), or at construction when the
-    settings name a device or float16, so that a choice this machine cannot run fails at start-up.
+    settings name an accelerator or float16, so that a choice this machine cannot run fails at
+    start-up.
     """
 
     def __init__(self, settings: Settings, backend: str | None = None) -> None:
         self.settings = settings
         self._hardware: tuple[torch.device, torch.dtype] | None = None
         self._hardware_lock = threading.Lock()
-        if settings.device != "auto" or settings.dtype == "float16":
+        if settings.device in ("cuda", "mps") or settings.dtype == "float16":
             self._pick_hardware()
         self._backend = backend or settings.backend
         self._base = None
@@ -340,22 +341,35 @@ class ModelManager:
         """The image size compiled at load: the size a first request most likely asks for."""
         return 64 if self._backend == "tiny" else min(512, self.settings.max_resolution)
 
-    def _compile_base(self, pipe, status: StatusCallback | None) -> None:
+    def _compile_base(self, pipe, status: StatusCallback | None, rows: int = 2) -> None:
+        """`pipe.unet` compiled and warmed up for `rows` rows a call (2: guidance on), in place;
+        left eager when compiling fails (logged)."""
         from controlnet_core.compiled import Compiled, configure_cache, warm_up
 
         folder = configure_cache()
-        _say(status, "Compiling the UNet (first load only; the kernels are cached on disk)…")
+        _announce(status, "Compiling the UNet (first load only; the kernels are cached on disk)…")
         log.info("compiled kernels are cached in %s", folder)
-        pipe.unet = Compiled(pipe.unet)
-        warm_up(pipe.unet, None, self.warm_up_size)
+        compiled = Compiled(pipe.unet)
+        try:
+            warm_up(compiled, None, self.warm_up_size, rows)
+        except Exception:
+            log.exception("compiling the UNet failed; it runs uncompiled")
+            pipe.unet = compiled.eager
+            return
+        pipe.unet = compiled
 
     def _compile_controlnet(self, model, status: StatusCallback | None):
+        """`model` compiled and warmed up with the base UNet; itself when compiling fails."""
         from controlnet_core.compiled import Compiled, warm_up
 
-        _say(status, "Compiling the ControlNet (first load only)…")
-        model = Compiled(model)
-        warm_up(self.base().unet, model, self.warm_up_size)
-        return model
+        _announce(status, "Compiling the ControlNet (first load only)…")
+        compiled = Compiled(model)
+        try:
+            warm_up(self.base().unet, compiled, self.warm_up_size)
+        except Exception:
+            log.exception("compiling the ControlNet failed; it runs uncompiled")
+            return compiled.eager
+        return compiled
 
     def _load_base(self, status: StatusCallback | None):
         backend = self._backend
@@ -453,19 +467,19 @@ class ModelManager:
         base = self.base(status)
         with self._few_step_lock:
             if self._few_step is None:
-                lora_id, weights = self._few_step_weights(base, status)
-                pipe = _fuse_lora(base, weights)
-                if self.compiles:
-                    self._compile_base(pipe, status)
+                lora_id, (state, alphas) = self._few_step_weights(base, status)
+                pipe = _fuse_lora(base, state, alphas)
+                if self.compiles:  # Fast mode runs without guidance: one row an image
+                    self._compile_base(pipe, status, rows=1)
                 self._few_step = LoadedFewStep(lora_id, pipe)
                 self._count_load("few_step_lora")
         return self._few_step
 
-    def _few_step_weights(self, base, status: StatusCallback | None) -> tuple[str, dict]:
+    def _few_step_weights(self, base, status: StatusCallback | None) -> tuple[str, tuple]:
         if self._backend == "tiny":
             from controlnet_core.tiny import TINY_FEW_STEP_LORA_ID, tiny_few_step_lora
 
-            return TINY_FEW_STEP_LORA_ID, tiny_few_step_lora(unfused(base.unet))
+            return TINY_FEW_STEP_LORA_ID, _lora_state_dict(tiny_few_step_lora(unfused(base.unet)))
         if self._backend == "toy":
             raise WeightsUnavailableError(
                 f"The toy model has no few-step LoRA, so the {FEW_STEP_SCHEDULER} sampler (Fast "
@@ -602,26 +616,25 @@ def unfused(model):
     return unfused_copy(model) if isinstance(model, Compiled) else model
 
 
-def _lora_state_dict(source: str) -> dict:
-    """A LoRA's weights from a .safetensors file, a local folder or a hub repository (the hub
-    cache first, the network only when it answers)."""
-    if Path(source).is_file():
-        from safetensors.torch import load_file
-
-        return load_file(source)
+def _lora_state_dict(source: str | dict) -> tuple[dict, dict | None]:
+    """A LoRA's weights in diffusers' layout and their per-layer alphas (kohya-format files, as
+    LCM-LoRA ships, scale each layer by alpha ÷ rank), from a dict, a .safetensors file, a local
+    folder or a hub repository (the hub cache first, the network only when it answers)."""
     from diffusers import StableDiffusionPipeline
 
-    def load(folder_or_id: str, **kwargs) -> dict:
-        state, _ = StableDiffusionPipeline.lora_state_dict(folder_or_id, **kwargs)
-        return state
+    if isinstance(source, str) and Path(source).is_file():
+        from safetensors.torch import load_file
 
-    return _from_pretrained_local_first(load, source)
+        source = load_file(source)
+    if isinstance(source, dict):
+        return StableDiffusionPipeline.lora_state_dict(source)
+    return _from_pretrained_local_first(StableDiffusionPipeline.lora_state_dict, source)
 
 
-def _fuse_lora(base, weights: dict):
-    """A pipeline over `base`'s parts whose UNet is a copy of `base.unet` with `weights` fused in
-    (diffusers' LoRA loader, through peft); its LoRA layers are removed again after fusing, so it
-    runs as fast as the plain UNet."""
+def _fuse_lora(base, state: dict, alphas: dict | None):
+    """A pipeline over `base`'s parts whose UNet is a copy of `base.unet` with the LoRA (`state`,
+    `alphas`, from `_lora_state_dict`) fused in (diffusers' LoRA loader, through peft); its LoRA
+    layers are removed again after fusing, so it runs as fast as the plain UNet."""
     import copy
 
     from diffusers import StableDiffusionPipeline
@@ -632,7 +645,7 @@ def _fuse_lora(base, weights: dict):
         unet = unfused(base.unet)
         if unet is base.unet:
             unet = copy.deepcopy(unet)
-        state, alphas = StableDiffusionPipeline.lora_state_dict(weights)
+        drop_hooks(unet)
         StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name="fast")
         unet.fuse_lora(lora_scale=1.0)
         unet.unload_lora()
@@ -642,6 +655,24 @@ def _fuse_lora(base, weights: dict):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def drop_hooks(model) -> None:
+    """Remove the forward hooks a deep copy took over from its original (the inside view's, when
+    a run was watching the shared UNet while it was copied): the copy would feed them forever."""
+    for module in model.modules():
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+
+
+def _announce(status: StatusCallback | None, message: str) -> None:
+    """`_say` for a step that must finish once begun (compiling a model that is loaded): a
+    cancelled request's callback refuses it, but the model is shared, so the step goes on and the
+    request stops at its next step instead."""
+    try:
+        _say(status, message)
+    except Exception as error:  # the request's own reason to stop, raised again where it can
+        log.info("%s (for a request that has stopped: %s)", message, type(error).__name__)
 
 
 def _say(status: StatusCallback | None, message: str) -> None:

@@ -133,6 +133,7 @@ class Timeline:
 PreviewCallback = Callable[[int, int, list[np.ndarray]], None]
 
 DEFAULT_PREVIEW_INTERVAL = 1.0
+clock = time.monotonic  # the previews' clock (a test sets its own)
 
 
 class LivePreview:
@@ -152,14 +153,14 @@ class LivePreview:
         # too short for any preview should not pay it.
         self.decoder, self.callback, self.interval = decoder, callback, interval
         self.shown = 0
-        self._last = time.monotonic()
+        self._last = clock()
 
     def wants(self, index: int, total: int) -> bool:
-        return index < total - 1 and time.monotonic() - self._last >= self.interval
+        return index < total - 1 and clock() - self._last >= self.interval
 
     def record(self, index: int, total: int, scaled, noise, scheduler, t) -> None:
         x0 = predicted_x0(scaled, noise, scheduler, t)
         decoder = self.decoder()
         self.callback(index + 1, total, [decoder.decode(x) for x in x0])
         self.shown += 1
-        self._last = time.monotonic()
+        self._last = clock()

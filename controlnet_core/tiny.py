@@ -208,31 +208,31 @@ FEW_STEP_LORA_TARGETS = (
 )
 
 
-def tiny_few_step_lora(unet, seed: int = 0, rank: int = 4) -> dict[str, torch.Tensor]:
-    """A random LoRA for `unet` in the layout LCM-LoRA ships (diffusers' `unet.…lora_A/B` keys),
-    seeded: the few-step path of the tiny backend and the tests loads and fuses it like the real one.
-    Its low-rank factors are drawn non-zero (peft starts B at zero, which would change nothing)."""
-    import copy
-
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    holder = copy.deepcopy(unet)
-    torch.manual_seed(seed)
-    holder.add_adapter(
-        LoraConfig(
-            r=rank,
-            lora_alpha=rank,
-            target_modules=list(FEW_STEP_LORA_TARGETS),
-            init_lora_weights=False,
-        )
-    )
+def tiny_few_step_lora(
+    unet, seed: int = 0, rank: int = 4, alpha: float = 2.0
+) -> dict[str, torch.Tensor]:
+    """A random LoRA for `unet` in the layout LCM-LoRA ships (kohya's: `lora_unet_<module>` with
+    `.lora_down`, `.lora_up` and an `.alpha` per layer, which scales it by alpha ÷ rank), seeded:
+    the few-step path of the tiny backend and the tests loads and fuses it like the real one. Its
+    factors are drawn non-zero (a fresh LoRA starts with `lora_up` at zero, which changes nothing).
+    """
     generator = torch.Generator().manual_seed(seed)
-    state = get_peft_model_state_dict(holder)
-    return {
-        f"unet.{name}": torch.randn(value.shape, generator=generator) * 0.2
-        for name, value in state.items()
-    }
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in unet.named_modules():
+        if not name.endswith(FEW_STEP_LORA_TARGETS) or not isinstance(
+            module, (torch.nn.Linear, torch.nn.Conv2d)
+        ):
+            continue
+        key = "lora_unet_" + name.replace(".", "_")
+        if isinstance(module, torch.nn.Linear):
+            down_shape, up_shape = (rank, module.in_features), (module.out_features, rank)
+        else:
+            down_shape = (rank, module.in_channels, *module.kernel_size)
+            up_shape = (module.out_channels, rank, 1, 1)
+        weights[f"{key}.lora_down.weight"] = torch.randn(down_shape, generator=generator) * 0.3
+        weights[f"{key}.lora_up.weight"] = torch.randn(up_shape, generator=generator) * 0.3
+        weights[f"{key}.alpha"] = torch.tensor(alpha)
+    return weights
 
 
 def save_tiny_few_step_lora(unet, folder: Path, seed: int = 0) -> Path:

@@ -302,27 +302,32 @@ def fast_mode_box(engine: Engine) -> gr.Checkbox:
 def wire_fast_mode(
     fast: gr.Checkbox, fields: dict[str, gr.components.Component], engine: Engine
 ) -> None:
-    """Fast mode on: LCM, FAST_STEPS, FAST_GUIDANCE; off: the tab's starting values. The box
-    follows the sampler (a recipe, or a choice in Advanced), so it always says what will run."""
+    """Fast mode on: LCM, FAST_STEPS, FAST_GUIDANCE; off: the tab's starting values. Choosing the
+    LCM sampler in Advanced (or leaving it) switches Fast mode with the same preset, and a recipe's
+    sampler sets the box, so the box always says what will run."""
     start = starting_values(engine)
-    default = (
-        engine.settings.scheduler if engine.settings.scheduler != FEW_STEP_SCHEDULER else "UniPC"
-    )
-    targets = [fields["scheduler"], fields["steps"], fields["guidance_scale"]]
+    default = engine.settings.scheduler
+    if default == FEW_STEP_SCHEDULER:
+        default = "UniPC"
+    scheduler = fields["scheduler"]
+    numbers = [fields["steps"], fields["guidance_scale"]]
 
     def preset(on: bool) -> tuple:
         if on:
             return FEW_STEP_SCHEDULER, FAST_STEPS, FAST_GUIDANCE
         return default, start.steps, start.guidance_scale
 
-    fast.input(preset, fast, targets, api_visibility="private", queue=False)
-    fields["scheduler"].change(
-        lambda name: name == FEW_STEP_SCHEDULER,
-        fields["scheduler"],
-        fast,
-        api_visibility="private",
-        queue=False,
-    )
+    def sampler_chosen(name: str, was_fast: bool) -> tuple:
+        now_fast = name == FEW_STEP_SCHEDULER
+        if now_fast == was_fast:
+            return gr.skip(), gr.skip(), gr.skip()
+        _, steps, guidance = preset(now_fast)
+        return now_fast, steps, guidance
+
+    private = {"api_visibility": "private", "queue": False}
+    fast.input(preset, fast, [scheduler, *numbers], **private)
+    scheduler.input(sampler_chosen, [scheduler, fast], [fast, *numbers], **private)
+    scheduler.change(lambda name: name == FEW_STEP_SCHEDULER, scheduler, fast, **private)
 
 
 def note_area(engine: Engine, modality_id: str | None = None) -> gr.Markdown:
@@ -523,14 +528,12 @@ def wire_runs(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     def streamed(run: Callable, show: Callable, *args: Any, progress: gr.Progress):
         """`run` (an engine method) on the request, its images forming in the gallery."""
         return with_previews(
-            lambda preview: run(
-                *args,
-                progress=report(progress),
-                controlnets=session_controlnets(),
-                preview=preview,
+            lambda preview, step: run(
+                *args, progress=step, controlnets=session_controlnets(), preview=preview
             ),
             show,
             show_preview,
+            report(progress),
         )
 
     @user_errors(labels=labels)

@@ -30,6 +30,7 @@ from controlnet_core import (
     GenerationCancelled,
     GenerationResult,
     PreviewCallback,
+    ProgressCallback,
     WeightsUnavailableError,
     check_pixels,
 )
@@ -110,29 +111,41 @@ def user_errors(fn: Callable | None = None, *, labels: FieldLabels | None = None
 
 
 def with_previews(
-    run: Callable[[PreviewCallback], GenerationResult],
+    run: Callable[[PreviewCallback, ProgressCallback], GenerationResult],
     show_final: Callable[[GenerationResult], tuple],
     show_preview: Callable[[int, int, list], tuple],
+    progress: ProgressCallback | None = None,
 ) -> Iterator[tuple]:
     """Yield the outputs of a run while it goes: `show_preview(step, total, images)` for each image
     the engine shows forming, then `show_final(result)`.
 
-    `run(preview)` (an engine call) runs in a worker thread with this event's context, so its
-    progress bar and its check that the event is still wanted work as in a plain handler. When
-    gradio stops iterating (the event was cancelled), the next preview or step stops the run.
+    `run(preview, progress)` (an engine call) runs in a worker thread with this event's context, so
+    `progress` (see `report`) shows on the page and checks that the event is still wanted as in a
+    plain handler. When gradio stops iterating (the event was cancelled, the page left), the run
+    stops at its next step or preview.
     """
     updates: queue.Queue = queue.Queue()
     stopped = threading.Event()
 
-    def preview(step: int, total: int, images: list) -> None:
+    def check() -> None:
         if stopped.is_set():
             raise GenerationCancelled("the page stopped listening")
+
+    def preview(step: int, total: int, images: list) -> None:
+        check()
         updates.put(("preview", (step, total, images)))
+
+    def step(fraction: float, text: str) -> None:
+        check()
+        if progress is not None:
+            progress(fraction, text)
 
     def work() -> None:
         try:
-            updates.put(("done", run(preview)))
+            updates.put(("done", run(preview, step)))
         except BaseException as error:  # handed to the event's own thread, which reports it
+            if stopped.is_set() and not isinstance(error, GenerationCancelled):
+                log.error("a run failed after its page stopped listening", exc_info=error)
             updates.put(("failed", error))
 
     context = contextvars.copy_context()

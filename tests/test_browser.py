@@ -228,7 +228,9 @@ def test_fast_mode_sets_the_sampler_and_generates(page):
     sampler = panel.get_by_role("combobox", name="Sampler")
     sampler.click()
     page.get_by_role("option", name="UniPC", exact=True).click()
-    expect(fast).not_to_be_checked()
+    expect(fast).not_to_be_checked()  # and the tab's own steps and CFG are back
+    expect(panel.get_by_role("spinbutton", name="Steps")).to_have_value("8")
+    expect(panel.get_by_role("spinbutton", name="Guidance scale (CFG)")).to_have_value("7.5")
 
 
 def test_compare_then_drag_the_slider(page):

@@ -64,3 +64,40 @@ def test_compiled_images_equal_eager_ones_and_another_image_count_does_not_recom
     result = compiled.generate(four, square_image)
     assert counters["stats"]["unique_graphs"] == graphs, "4 images compiled again"
     np.testing.assert_allclose(result.arrays, eager.generate(four, square_image).arrays, atol=1e-3)
+
+
+def test_graph_calls_from_many_threads_run_on_one(square_image):
+    """CUDA graphs are kept per thread by torch: every compiled call made by any request thread
+    runs on the one graph thread, and gets its own rows back."""
+    import threading
+
+    unet = tiny_pipeline().unet
+    compiled = Compiled(unet, backend="eager")
+    compiled.graphs = True  # the CUDA path's hand-over, without a GPU
+    replay, threads = compiled._replay, set()
+
+    def recording(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return replay(*args, **kwargs)
+
+    compiled._replay = recording
+    text = torch.randn(2, 77, unet.config.cross_attention_dim)
+    results, errors = {}, []
+
+    def call(seed: int) -> None:
+        try:
+            sample = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+            with torch.inference_mode():
+                got = compiled(sample, torch.tensor(500), text, return_dict=False)[0]
+                expected = unet(sample, torch.tensor(500), encoder_hidden_states=text).sample
+            results[seed] = torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    workers = [threading.Thread(target=call, args=(seed,)) for seed in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors and results == {0: True, 1: True, 2: True}
+    assert len(threads) == 1 and next(iter(threads)).startswith("cuda-graphs")

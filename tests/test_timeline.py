@@ -95,10 +95,18 @@ def test_live_previews_show_the_image_forming_without_changing_it(toy_engine, sq
         assert all(np.array_equal(a, b) for a, b in zip(images, frames[step - 1], strict=True))
 
 
-def test_previews_are_rationed_by_the_clock(toy_engine, square_image):
-    """With the default interval a run shorter than a second shows no preview at all: on fast
-    hardware previews cost nothing."""
-    request = GenerationRequest(modality="canny", **{**FAST, "steps": 4, "resolution": 64})
-    shown = []
-    toy_engine.generate(request, square_image, preview=lambda *update: shown.append(update))
-    assert shown == []
+def test_previews_are_rationed_by_the_clock(toy_engine, square_image, monkeypatch):
+    """At most one preview per second of sampling (the default): with a clock that moves 0.4 s a
+    reading, a 12-step run shows a preview every third reading; at a clock that barely moves, none:
+    on fast hardware previews cost nothing."""
+    from controlnet_core import timeline
+
+    request = GenerationRequest(modality="canny", **{**FAST, "steps": 12, "resolution": 64})
+    for tick, expected in ((0.4, [3, 6, 9]), (1e-6, [])):
+        readings = iter(range(1000))
+        monkeypatch.setattr(timeline, "clock", lambda r=readings, t=tick: next(r) * t)
+        shown: list = []
+        toy_engine.generate(
+            request, square_image, preview=lambda *update, s=shown: s.append(update)
+        )
+        assert [step for step, _, _ in shown] == expected, tick
