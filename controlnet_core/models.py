@@ -324,6 +324,9 @@ class ModelManager:
         with self._base_lock:
             if self._base is None:
                 base, base_id = self._load_base(status)
+                if self.settings.low_vram and hasattr(base.vae, "enable_tiling"):
+                    base.vae.enable_slicing()
+                    base.vae.enable_tiling()
                 if self.compiles:
                     self._compile_base(base, status)
                 self._base, self._base_id = base, base_id

@@ -52,6 +52,8 @@ class Settings:
     before the sweeper, which runs every cache_sweep_interval seconds, deletes it;
     compile runs the UNet and ControlNets through torch.compile (see `compiled`): fastest on a GPU
     once compiled, but the first load of each model compiles for tens of seconds;
+    low_vram decodes the images one at a time and in tiles (the VAE's peak memory, the largest of a
+    run at high resolutions and in sweeps, no longer grows with them);
     few_step_lora is the LoRA (hub id, local folder or .safetensors file) that the LCM sampler's
     few-step mode fuses into a copy of the UNet;
     preview_concurrency is how many map previews and recipe loads run at once; hosted says the app is
@@ -67,6 +69,7 @@ class Settings:
     scheduler: str = "UniPC"
     few_step_lora: str = DEFAULT_FEW_STEP_LORA
     compile: bool = False
+    low_vram: bool = False
     safety_checker: bool = True
     host: str = "127.0.0.1"
     port: int = 7860
@@ -208,6 +211,7 @@ ENV_VARS: dict[str, str] = {
     "scheduler": "CONTROLNET_SCHEDULER",
     "few_step_lora": "CONTROLNET_FEW_STEP_LORA",
     "compile": "CONTROLNET_COMPILE",
+    "low_vram": "CONTROLNET_LOW_VRAM",
     "safety_checker": "CONTROLNET_SAFETY_CHECKER",
     "host": "CONTROLNET_HOST",
     "port": "CONTROLNET_PORT",
@@ -350,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
         "compile",
         "torch.compile the UNet and ControlNets (CUDA graphs on a GPU): the fastest path, after "
         "a warm-up of tens of seconds per model at first load (cached on disk for later starts)",
+    )
+    add(
+        "low_vram",
+        "for cards with about 8 GB: the VAE decodes one image at a time, in tiles, so a sweep or a "
+        "768² image needs no more memory than one 512² image",
     )
     add(
         "few_step_lora",
