@@ -9,6 +9,7 @@ The UI (`demos/`, `app.py`) and scripts import from here only:
 - The registries: `MODALITIES` (one entry per modality) and `PREPROCESSORS` (one interface for all).
 - Recipes: `read_recipe`, `request_from_recipe`, `recipe_for_image`, `save_png`.
 - Errors: `FieldError` (a refused value, with the path of its field), `WeightsUnavailableError`,
+  `ModelFamilyError` (a base model or ControlNet of a family this app cannot pair),
   `GenerationCancelled` (raised by a progress callback to stop a run).
 - `Settings` and how they are read (`settings_from_cli`, `check_can_start`).
 
@@ -23,6 +24,7 @@ from controlnet_core.engine import (
     ProgressCallback,
 )
 from controlnet_core.errors import FieldError, field_name, shown
+from controlnet_core.families import ModelFamilyError
 from controlnet_core.images import check_pixels
 from controlnet_core.modalities import INPUT_CANVAS, INPUT_IMAGE, MODALITIES, Modality, get_modality
 from controlnet_core.preprocessors import (
@@ -91,6 +93,7 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "Modality",
+    "ModelFamilyError",
     "ParamSpec",
     "PreprocessorSpec",
     "PreviewCallback",

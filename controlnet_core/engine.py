@@ -135,6 +135,15 @@ class Engine:
                 self._decoder = preview_decoder(self.manager.base())
             return self._decoder
 
+    def check_base_model(self) -> None:
+        """ModelFamilyError when the real backend's base model is of a family this app cannot run
+        (SDXL, SD2), as far as its folder, file or hub-cache entry tells without loading it."""
+        if self.backend == "real":
+            from controlnet_core.families import base_family, check_base_family
+
+            source = self.settings.base_model
+            check_base_family(source, base_family(source))
+
     def warm_up(self) -> None:
         """Import what the first generation needs (torch, diffusers) and decide the device and
         dtype, without loading weights: seconds a server spends after its page answers rather

@@ -10,6 +10,7 @@ state. Nothing is loaded at construction: the first request pays for loading.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -21,6 +22,12 @@ from typing import TYPE_CHECKING
 
 from controlnet_core.concurrency import import_runtime, model_construction_lock
 from controlnet_core.errors import shown
+from controlnet_core.families import (
+    base_family,
+    check_base_family,
+    check_controlnet_family,
+    family_of_config,
+)
 from controlnet_core.hub import hub_offline, hub_reachable
 from controlnet_core.modalities import Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
@@ -43,6 +50,7 @@ SCHEDULERS: dict[str, str] = {
 
 assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "settings.SCHEDULER_NAMES must list SCHEDULERS"
 
+_UNET_CONFIG = "unet/config.json"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 StatusCallback = Callable[[str], None]
@@ -414,6 +422,22 @@ class ModelManager:
             pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=self.dtype)
         return pipe.to(self.device), "toy:base"
 
+    @staticmethod
+    def _base_family(source: str) -> str | None:
+        """The base model's family before it is loaded (see `families.base_family`); for a hub id
+        not in the cache, from its UNet's config alone (a kilobyte), when the hub answers."""
+        family = base_family(source)
+        if family is not None or Path(source).exists() or hub_offline():
+            return family
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return family_of_config(
+                json.loads(Path(hf_hub_download(source, _UNET_CONFIG)).read_text())
+            )
+        except Exception:  # not a diffusers repository, no network: the loader will say
+            return None
+
     def _load_real_base(self, status: StatusCallback | None):
         from diffusers import StableDiffusionPipeline
 
@@ -422,6 +446,7 @@ class ModelManager:
         extra = {}
         if not self.settings.safety_checker:
             extra = {"safety_checker": None, "requires_safety_checker": False}
+        check_base_family(source, self._base_family(source))
         _say(status, f"Loading base model {source} (first use only)…")
         try:
             if source.lower().endswith(SINGLE_FILE_SUFFIXES):
@@ -591,6 +616,9 @@ class ModelManager:
             raise WeightsUnavailableError(
                 _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
             ) from error
+        check_controlnet_family(
+            str(local or single_file or source), model.config, self.settings.base_model
+        )
         return model.to(self.device).eval(), source
 
     def _local_controlnet_folder(self, modality: Modality) -> Path | None:

@@ -244,3 +244,78 @@ def save_tiny_few_step_lora(unet, folder: Path, seed: int = 0) -> Path:
     weights = {name: value.contiguous() for name, value in tiny_few_step_lora(unet, seed).items()}
     save_file(weights, folder / "pytorch_lora_weights.safetensors")
     return folder
+
+
+def tiny_sdxl_pipeline(seed: int = 0):
+    """A tiny SDXL-shaped `StableDiffusionXLPipeline`: two text encoders (the second with a text
+    projection, whose pooled output SDXL conditions on), a UNet with SDXL's "text_time" added
+    embeddings (pooled text + size and crop ids), seeded like diffusers' own SDXL tests."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 size/crop ids × 8 + the 32-wide pooled text
+        cross_attention_dim=64,  # both text encoders' 32-wide states side by side
+        norm_num_groups=1,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        sample_size=128,
+    )
+    text_config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        hidden_act="gelu",
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(seed)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    scheduler = EulerDiscreteScheduler.from_config(
+        {**SD15_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
+    )
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        module.eval().requires_grad_(False)
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )

@@ -29,6 +29,7 @@ from controlnet_core import (
     FieldError,
     GenerationCancelled,
     GenerationResult,
+    ModelFamilyError,
     PreviewCallback,
     ProgressCallback,
     WeightsUnavailableError,
@@ -71,6 +72,8 @@ def user_errors(fn: Callable | None = None, *, labels: FieldLabels | None = None
             title, message = "Cancelled", "The generation was cancelled."
         elif isinstance(error, WeightsUnavailableError):
             title, message, duration = "Weights unavailable", missing_weights_message(error), 30.0
+        elif isinstance(error, ModelFamilyError):
+            title, message, duration = "Model mismatch", str(error), 30.0
         elif isinstance(error, FieldError):
             title, message = "Invalid input", field_message(error, labels)
         elif isinstance(error, ValueError):

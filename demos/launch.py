@@ -27,6 +27,7 @@ def start_engine(
     one-line message naming its flag or variable, without a traceback."""
     try:
         engine = Engine(settings or settings_from_cli(argv))
+        engine.check_base_model()
         # After the engine's own checks (a dtype this machine cannot run), which name a setting
         # even when the port is busy.
         check_can_start(engine.settings)

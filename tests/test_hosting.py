@@ -471,3 +471,17 @@ def test_a_run_with_previews_stops_when_the_page_stops_listening():
 
     complete = list(with_previews(lambda preview, step: "done", lambda r: ("final", r), None))
     assert complete == [("final", "done")]
+
+
+def test_a_model_family_mismatch_is_named_as_such():
+    from controlnet_core import ModelFamilyError
+    from demos.hosting import user_errors
+
+    @user_errors
+    def handler():
+        raise ModelFamilyError("The ControlNet 'x/<b>' is for SDXL, but the base model 'y' is 1.x")
+
+    with pytest.raises(gr.Error) as caught:
+        handler()
+    assert caught.value.title == "Model mismatch"
+    assert "x/&lt;b&gt;" in caught.value.message and "<b>" not in caught.value.message
