@@ -107,6 +107,8 @@ class Compiled(torch.nn.Module):
                 return value.contiguous()
             if isinstance(value, (list, tuple)):
                 return type(value)(pad(item) for item in value)
+            if isinstance(value, dict):  # SDXL's added conditions
+                return {name: pad(item) for name, item in value.items()}
             return value
 
         if isinstance(timestep, torch.Tensor):

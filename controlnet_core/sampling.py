@@ -99,7 +99,8 @@ def sample(
 ) -> tuple[np.ndarray, list[bool]]:
     """Denoise all `variants` in one batched pass; float images in [0, 1] (B, H, W, 3) + NSFW flags.
 
-    `pipe` is any SD1.5 pipeline object (its unet, vae, text encoder and image processors are used).
+    `pipe` is an SD1.5 or SDXL pipeline object (its unet, vae, text encoder(s) and image processors
+    are used; SDXL's added conditions are made as its diffusers pipelines make them).
     A `probe` records what the ControlNets add inside the UNet for one variant (see `inside`); a
     `timeline` the predicted final latents of every variant at a few steps, a `preview` shows them
     while the run goes on (see `timeline`).
@@ -126,11 +127,7 @@ def sample(
 
     # Requests share the base pipeline, and its tokenizer is not safe to call from two threads at
     # once (two concurrent runs gave one of them another prompt's embedding about 1 time in 4).
-    with _ENCODE_LOCK:
-        prompt_embeds, negative_embeds = pipe.encode_prompt(
-            prompt, device, batch, do_cfg, negative_prompt or None
-        )
-    text = torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds
+    text, added = _encode(pipe, prompt, negative_prompt, batch, do_cfg, width, height)
 
     control_images = [
         _prepare_control_image(pipe, unit.image, width, height, device, unit.model.dtype)
@@ -154,6 +151,7 @@ def sample(
             variants,
             scaled,
             text,
+            added,
             t,
             index,
             total,
@@ -173,6 +171,7 @@ def sample(
                 encoder_hidden_states=text,
                 down_block_additional_residuals=down,
                 mid_block_additional_residual=mid,
+                added_cond_kwargs=added,
                 return_dict=False,
             )[0]
         if watched:
@@ -198,9 +197,55 @@ def sample(
     return _decode(pipe, latents, text.dtype)
 
 
+def is_sdxl(unet) -> bool:
+    """Whether `unet` is SDXL-shaped: it takes pooled text embeddings and size ids ("text_time")."""
+    return getattr(unet.config, "addition_embed_type", None) == "text_time"
+
+
+def _encode(pipe, prompt: str, negative_prompt: str, batch: int, do_cfg: bool, width, height):
+    """The text conditioning of every UNet row: the token embeddings (negative rows first when
+    guidance is on) and, for SDXL, its added conditions (pooled text embeddings and the size/crop
+    ids: original and target size the output's, no crop), as diffusers' SDXL pipelines make them."""
+    device = pipe.unet.device
+    # Requests share the base pipeline, and its tokenizer is not safe to call from two threads at
+    # once (two concurrent runs gave one of them another prompt's embedding about 1 time in 4).
+    with _ENCODE_LOCK:
+        encoded = pipe.encode_prompt(
+            prompt,
+            device=device,
+            num_images_per_prompt=batch,
+            do_classifier_free_guidance=do_cfg,
+            negative_prompt=negative_prompt or None,
+        )
+    if not is_sdxl(pipe.unet):
+        prompt_embeds, negative_embeds = encoded
+        return (torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds), None
+    prompt_embeds, negative_embeds, pooled, negative_pooled = encoded
+    encoder_2 = getattr(pipe, "text_encoder_2", None)
+    projection = encoder_2.config.projection_dim if encoder_2 is not None else pooled.shape[-1]
+    time_ids = pipe._get_add_time_ids(
+        (height, width),
+        (0, 0),
+        (height, width),
+        dtype=prompt_embeds.dtype,
+        text_encoder_projection_dim=int(projection),
+    ).to(device)
+    if do_cfg:
+        prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+        pooled = torch.cat([negative_pooled, pooled])
+    return prompt_embeds, {"text_embeds": pooled, "time_ids": time_ids.repeat(len(pooled), 1)}
+
+
 def _decode(pipe, latents: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray, list[bool]]:
     """The final latents through the full VAE (and the safety checker, when the pipe has one)."""
     vae = pipe.vae
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        # SDXL's original VAE overflows in float16; diffusers upcasts it for the decode, which
+        # would change a VAE other requests share.
+        raise ValueError(
+            "This VAE needs float32 to decode (its config says force_upcast): use its float16 fix "
+            "(madebyollin/sdxl-vae-fp16-fix for SDXL) or run in float32 or bfloat16"
+        )
     decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
     nsfw: list[bool] = [False] * len(latents)
     if getattr(pipe, "safety_checker", None) is not None:
@@ -268,6 +313,7 @@ def _control_residuals(
     variants: Sequence[Variant],
     scaled: torch.Tensor,
     text: torch.Tensor,
+    added: dict[str, torch.Tensor] | None,
     t,
     index: int,
     total: int,
@@ -300,6 +346,9 @@ def _control_residuals(
         sample_in = scaled[[r % batch for r in target_rows]]
         embeds = text[target_rows]
         cond = image.expand(len(target_rows), -1, -1, -1)
+        rows_added = None
+        if added is not None:
+            rows_added = {name: value[target_rows] for name, value in added.items()}
         down, mid = unit.model(
             sample_in,
             t,
@@ -307,6 +356,7 @@ def _control_residuals(
             controlnet_cond=cond,
             conditioning_scale=1.0,
             guess_mode=guess_mode,
+            added_cond_kwargs=rows_added,
             return_dict=False,
         )
         factor = torch.tensor(

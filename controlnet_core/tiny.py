@@ -278,13 +278,14 @@ def tiny_sdxl_pipeline(seed: int = 0):
         norm_num_groups=1,
     )
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
+    vae = AutoencoderKL(  # 8× down, as SDXL's: a ControlNet's condition encoder expects it
+        block_out_channels=(32, 32, 32, 32),
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
+        norm_num_groups=32,
         sample_size=128,
     )
     text_config = CLIPTextConfig(
