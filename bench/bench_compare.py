@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DEFAULT_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5)
@@ -323,6 +324,7 @@ def compiled_cases(pipe, controlnet, args, *, device, sweep_scales) -> dict:
     from controlnet_core.compiled import Compiled, configure_cache, warm_up
 
     configure_cache()
+    reference = one_image(pipe, controlnet, args.size, args.steps)
     started = time.perf_counter()
     pipe.unet = Compiled(pipe.unet)
     compiled_controlnet = Compiled(controlnet)
@@ -332,14 +334,41 @@ def compiled_cases(pipe, controlnet, args, *, device, sweep_scales) -> dict:
     warm_up_seconds = time.perf_counter() - started
     print(f"compiled and warmed up in {warm_up_seconds:.1f} s", flush=True)
     results = measure_all(pipe, compiled_controlnet, args, device, sweep_scales)
+    difference = float(
+        np.abs(one_image(pipe, compiled_controlnet, args.size, args.steps) - reference).max()
+    )
+    print(f"compiled vs eager, one ControlNet image: max |Δ| {difference:.4f} (of 1)")
     its = iterations_per_second(results, args.steps)
     print("compiled it/s: " + ", ".join(f"{n} {v['it_per_s']:.2f}" for n, v in its.items()))
     return {
         "warm_up_seconds": warm_up_seconds,
+        "max_abs_difference_to_eager": difference,
         "cases": {name: {"median": r.median, "images": r.images} for name, r in results.items()},
         "ratios": ratios(results),
         "it_per_s": its,
     }
+
+
+def one_image(pipe, controlnet, size: int, steps: int) -> np.ndarray:
+    """The "controlnet" case's image (seed 0), to compare the compiled path with the eager one."""
+    from diffusers import UniPCMultistepScheduler
+
+    from bench.components import control_image
+    from controlnet_core.sampling import ControlUnit, sample
+
+    config = pipe.scheduler.config
+    images, _ = sample(
+        pipe,
+        [ControlUnit(controlnet, control_image(size))],
+        cases(DEFAULT_SWEEP, 0)["controlnet"],
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE_PROMPT,
+        steps=steps,
+        width=size,
+        height=size,
+        scheduler_factory=lambda: UniPCMultistepScheduler.from_config(config),
+    )
+    return images[0]
 
 
 def profile_steps(pipe, controlnet, *, size, device, steps: int = 5) -> str:
