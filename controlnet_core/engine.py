@@ -157,14 +157,22 @@ class Engine:
         """The device and dtype the real backend runs on, e.g. "cpu, bfloat16"."""
         return f"{self.manager.device.type}, {self.manager.dtype_name}"
 
+    @property
+    def family(self) -> str:
+        """The base model's family ("sd15" or "sdxl"), known before any weights load."""
+        return self.manager.family
+
     def has_few_step(self) -> bool:
         """Whether the LCM sampler's few-step LoRA exists for this backend (not for the toy
-        model; real weights load it from the hub or --few-step-lora at first use)."""
-        return self.backend != "toy"
+        model, nor for SDXL, whose LCM-LoRA is another; real SD1.5 weights load it from the hub
+        or --few-step-lora at first use)."""
+        return self.backend != "toy" and self.family != "sdxl"
 
     def has_controlnet(self, modality_id: str) -> bool:
-        """Whether this backend ships the modality's ControlNet (the toy model has a few only);
-        the real backend loads any from the hub or --controlnet-dir."""
+        """Whether this backend has the modality's ControlNet: the toy model has a few only; the
+        real backend loads any SD1.5 one, and for SDXL those the registry names."""
+        if self.backend == "real":
+            return get_modality(modality_id).controlnet_for(self.family) is not None
         if self.backend != "toy":
             return True
         from controlnet_core.toy import toy_controlnet_folder
@@ -514,6 +522,7 @@ class Engine:
             "controlnet_models": [controlnet.model_id for controlnet in loaded],
             "device": str(self.manager.device),
             "dtype": self.manager.dtype_name,
+            "family": self.manager.family,
             "safety_checker": getattr(self.manager.base(), "safety_checker", None) is not None,
         }
         if few_step is not None:

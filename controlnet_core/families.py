@@ -26,8 +26,8 @@ FAMILY_LABELS = {
     UNKNOWN: "an unrecognised family",
 }
 
-# The families the batched sampler runs today.
-SUPPORTED_FAMILIES = (SD15,)
+# The families the app runs (an unrecognised one, such as the tiny test models', runs as SD1.x).
+SUPPORTED_FAMILIES = (SD15, SDXL)
 
 # Keys only a family's original (single-file) checkpoints have.
 _SDXL_KEY = "conditioner.embedders.1."
@@ -73,7 +73,7 @@ def base_family(source: str) -> str | None:
             from safetensors import safe_open
 
             try:
-                with safe_open(str(path), framework="pt") as checkpoint:
+                with safe_open(str(path), framework="numpy") as checkpoint:
                     return family_of_checkpoint_keys(list(checkpoint.keys()))
             except Exception:  # not a readable checkpoint: the loader says what failed
                 return None
@@ -103,18 +103,25 @@ def check_base_family(source: str, family: str | None) -> None:
         return
     raise ModelFamilyError(
         f"The base model '{source}' is {FAMILY_LABELS[family]}; this app runs Stable Diffusion "
-        "1.x bases (SD1.5 and its fine-tunes). Point --base-model at one of those."
+        "1.x bases (SD1.5 and its fine-tunes) and SDXL. Point --base-model at one of those."
     )
 
 
-def check_controlnet_family(controlnet_id: str, config: Mapping[str, Any], base_id: str) -> None:
+def check_controlnet_family(
+    controlnet_id: str, config: Mapping[str, Any], base_id: str, base: str = SD15
+) -> None:
     """ModelFamilyError when the ControlNet `controlnet_id` (its `config`) is of another family
-    than the base model `base_id` (SD1.x here)."""
+    than the base model `base_id` (of family `base`)."""
     family = family_of_config(config)
-    if family in (SD15, UNKNOWN):
+    if family in (UNKNOWN, base):
         return
     raise ModelFamilyError(
         f"The ControlNet '{controlnet_id}' is for {FAMILY_LABELS[family]}, but the base model "
-        f"'{base_id}' is {FAMILY_LABELS[SD15]}: a ControlNet only works with the family it was "
-        "trained for. Use the SD1.5 ControlNet of this modality (ControlNet 1.1)."
+        f"'{base_id}' is {FAMILY_LABELS[base]}: a ControlNet only works with the family it was "
+        f"trained for. Use the {FAMILY_LABELS[base]} ControlNet of this modality."
     )
+
+
+def running_family(family: str | None) -> str:
+    """The family a base model runs as: SDXL, or SD1.x for everything else this app accepts."""
+    return SDXL if family == SDXL else SD15

@@ -1,6 +1,6 @@
 """The modality registry: every ControlNet modality is one data entry.
 
-A modality names its SD1.5 ControlNet 1.1 weights, the preprocessors that turn an upload into a control
+A modality names its SD1.5 ControlNet 1.1 weights (and its SDXL ControlNet, where there is one), the preprocessors that turn an upload into a control
 map (ids into `controlnet_core.preprocessors.PREPROCESSORS`, the first is the default), what the tab's
 input is (an uploaded image or a drawing canvas), its example prompt and default strength. Adding a
 modality means adding one entry here (plus, at most, a small tab module in `demos/` for controls no
@@ -38,6 +38,7 @@ class Modality:
     default_prompt: str = ""
     default_conditioning_scale: float = 1.0
     label_map: bool = False
+    sdxl_controlnet_id: str | None = None  # None: no SDXL ControlNet for it in this app yet
 
     def __post_init__(self) -> None:
         if not self.preprocessors:
@@ -49,6 +50,10 @@ class Modality:
     def default_preprocessor(self) -> str:
         return self.preprocessors[0]
 
+    def controlnet_for(self, family: str) -> str | None:
+        """The hub id of this modality's ControlNet for a base family ("sd15" or "sdxl")."""
+        return self.sdxl_controlnet_id if family == "sdxl" else self.controlnet_id
+
 
 _HUB = "lllyasviel/"
 
@@ -57,6 +62,7 @@ _ENTRIES = (
         id="canny",
         label="Canny",
         controlnet_id=_HUB + "control_v11p_sd15_canny",
+        sdxl_controlnet_id="diffusers/controlnet-canny-sdxl-1.0",
         controlnet_key="canny",
         preprocessors=("canny", "none"),
         description="Canny edges of a photo: thin, exact outlines the image must follow.",
@@ -104,6 +110,7 @@ _ENTRIES = (
         id="depth",
         label="Depth",
         controlnet_id=_HUB + "control_v11f1p_sd15_depth",
+        sdxl_controlnet_id="diffusers/controlnet-depth-sdxl-1.0",
         controlnet_key="depth",
         preprocessors=("midas", "zoe", "none"),
         description="A depth map (bright = near), estimated from a photo or uploaded as is.",

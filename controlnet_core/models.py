@@ -23,13 +23,16 @@ from typing import TYPE_CHECKING
 from controlnet_core.concurrency import import_runtime, model_construction_lock
 from controlnet_core.errors import shown
 from controlnet_core.families import (
+    FAMILY_LABELS,
+    SDXL,
     base_family,
     check_base_family,
     check_controlnet_family,
     family_of_config,
+    running_family,
 )
 from controlnet_core.hub import hub_offline, hub_reachable
-from controlnet_core.modalities import Modality
+from controlnet_core.modalities import MODALITIES, Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import DTYPES, FEW_STEP_SCHEDULER, SCHEDULER_NAMES, Settings
 
@@ -266,6 +269,7 @@ class ModelManager:
         self._base = None
         self._base_id: str | None = None
         self._base_lock = threading.Lock()
+        self._family: str | None = None
         self._few_step: LoadedFewStep | None = None
         self._few_step_lock = threading.Lock()
         self._controlnets: OrderedDict[str, LoadedControlNet] = OrderedDict()
@@ -314,6 +318,15 @@ class ModelManager:
     @property
     def base_model_id(self) -> str | None:
         return self._base_id
+
+    @property
+    def family(self) -> str:
+        """The family the base model runs as ("sd15" or "sdxl"): read from the loaded UNet, or
+        before loading from the model's config or file (no torch needed), SD1.x when unknown."""
+        if self._family is None:
+            known = base_family(self.settings.base_model) if self._backend == "real" else None
+            return running_family(known)
+        return self._family
 
     def cached_controlnets(self) -> list[str]:
         with self._cache_lock:
@@ -439,14 +452,18 @@ class ModelManager:
             return None
 
     def _load_real_base(self, status: StatusCallback | None):
-        from diffusers import StableDiffusionPipeline
+        import torch
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         source = self.settings.base_model
         dtype = self.dtype
+        family = self._base_family(source)
+        check_base_family(source, family)
+        sdxl = family == SDXL
+        pipeline = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
         extra = {}
-        if not self.settings.safety_checker:
+        if not self.settings.safety_checker and not sdxl:  # SDXL ships no safety checker
             extra = {"safety_checker": None, "requires_safety_checker": False}
-        check_base_family(source, self._base_family(source))
         _say(status, f"Loading base model {source} (first use only)…")
         try:
             if source.lower().endswith(SINGLE_FILE_SUFFIXES):
@@ -457,14 +474,12 @@ class ModelManager:
                 if config or hub_offline():
                     kwargs["local_files_only"] = True
                 with model_construction_lock:
-                    pipe = StableDiffusionPipeline.from_single_file(
-                        source, dtype=dtype, **kwargs, **extra
-                    )
+                    pipe = pipeline.from_single_file(source, dtype=dtype, **kwargs, **extra)
             else:
                 pipe = _from_pretrained_local_first(
-                    StableDiffusionPipeline.from_pretrained,
+                    pipeline.from_pretrained,
                     source,
-                    fetch=lambda s: StableDiffusionPipeline.download(s, **extra),
+                    fetch=lambda s: pipeline.download(s, **extra),
                     dtype=dtype,
                     **extra,
                 )
@@ -477,6 +492,11 @@ class ModelManager:
             raise WeightsUnavailableError(
                 _missing_weights_message("base model", source, error, hint)
             ) from error
+        self._family = running_family(family_of_config(pipe.unet.config))
+        if pipe.vae.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
+            # SDXL's VAE overflows in float16: it stays in float32 for good (diffusers upcasts it
+            # for each decode, which would change a VAE other requests are using).
+            pipe.vae.to(dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.device)
 
@@ -512,6 +532,11 @@ class ModelManager:
             raise WeightsUnavailableError(
                 f"The toy model has no few-step LoRA, so the {FEW_STEP_SCHEDULER} sampler (Fast "
                 "mode) needs the real SD1.5 weights. Choose another sampler."
+            )
+        if self.family == SDXL:
+            raise WeightsUnavailableError(
+                f"Fast mode (the {FEW_STEP_SCHEDULER} sampler) runs SD1.5 bases in this app; with "
+                "an SDXL base choose another sampler."
             )
         source = self.settings.few_step_lora
         _say(status, f"Loading the few-step LoRA {source} (first use only)…")
@@ -592,9 +617,17 @@ class ModelManager:
             with model_construction_lock:
                 model = ControlNetModel.from_pretrained(str(folder), dtype=self.dtype)
             return model.to(self.device).eval(), f"toy:{folder.name}"
-        source = modality.controlnet_id
-        local = self._local_controlnet_folder(modality)
-        single_file = None if local else self._local_controlnet_file(modality)
+        source = modality.controlnet_for(self.family)
+        if source is None:
+            others = [m.label for m in MODALITIES.values() if m.controlnet_for(self.family)]
+            raise WeightsUnavailableError(
+                f"This app has no {FAMILY_LABELS[self.family]} ControlNet for {modality.label} "
+                f"yet; with an {FAMILY_LABELS[self.family]} base these tabs have one: "
+                f"{', '.join(others)}.",
+                "Or run an SD1.5 base model (--base-model), whose ControlNet 1.1 covers every tab.",
+            )
+        local = self._local_controlnet_folder(source)
+        single_file = None if local else self._local_controlnet_file(source)
         _say(status, f"Loading ControlNet {local or single_file or source} (first use only)…")
         try:
             if single_file is not None:
@@ -617,21 +650,21 @@ class ModelManager:
                 _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
             ) from error
         check_controlnet_family(
-            str(local or single_file or source), model.config, self.settings.base_model
+            str(local or single_file or source), model.config, self.settings.base_model, self.family
         )
         return model.to(self.device).eval(), source
 
-    def _local_controlnet_folder(self, modality: Modality) -> Path | None:
+    def _local_controlnet_folder(self, controlnet_id: str) -> Path | None:
         if not self.settings.controlnet_dir:
             return None
-        folder = Path(self.settings.controlnet_dir) / modality.controlnet_id.split("/")[-1]
+        folder = Path(self.settings.controlnet_dir) / controlnet_id.split("/")[-1]
         return folder if (folder / "config.json").exists() else None
 
-    def _local_controlnet_file(self, modality: Modality) -> Path | None:
+    def _local_controlnet_file(self, controlnet_id: str) -> Path | None:
         """An original single-file ControlNet in --controlnet-dir (control_v11p_sd15_canny.pth…)."""
         if not self.settings.controlnet_dir:
             return None
-        name = modality.controlnet_id.split("/")[-1]
+        name = controlnet_id.split("/")[-1]
         for stem in (name, f"{name}_fp16", f"{name}.fp16"):
             for suffix in CONTROLNET_FILE_SUFFIXES:
                 path = Path(self.settings.controlnet_dir) / f"{stem}{suffix}"
@@ -722,7 +755,6 @@ def _toy_available() -> bool:
 
 def toy_modalities() -> list[str]:
     """Labels of the modalities the toy model has a ControlNet for."""
-    from controlnet_core.modalities import MODALITIES
     from controlnet_core.toy import toy_controlnet_folder
 
     return [

@@ -18,6 +18,7 @@ BACKEND_NOTES = {
     "otherwise.",
     "tiny": "Tiny random weights: the real code path for tests; the images are noise.",
 }
+SDXL_NOTE = "SDXL + its ControlNets (diffusers' canny and depth SDXL ControlNets)."
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,15 @@ _STARTING_VALUES = {
 }
 
 
+# SDXL was trained at 1024² (up to the server's --max-resolution) and wants less guidance.
+_SDXL_STARTING_VALUES = StartingValues(resolution=1024, steps=25, guidance_scale=5.0, prompt=None)
+
+
 def starting_values(engine: Engine) -> StartingValues:
     """The backend's starting values, within the server's and the backend's limits."""
     values = _STARTING_VALUES.get(engine.backend, _STARTING_VALUES["real"])
+    if engine.backend == "real" and engine.family == "sdxl":
+        values = _SDXL_STARTING_VALUES
     low, high = engine.resolution_range()
     resolution = max(low, min(values.resolution, high))
     steps = min(values.steps, engine.settings.max_steps)
@@ -54,8 +61,16 @@ def can_generate(engine: Engine, modality_id: str) -> bool:
 
 def backend_note(engine: Engine, modality_id: str | None = None, hardware: bool = True) -> str:
     """What the backend is and, with `hardware`, the device and dtype it runs on (deciding them
-    imports torch); for the toy model also whether it covers the tab."""
+    imports torch); for the toy model and SDXL also whether it covers the tab."""
     note = BACKEND_NOTES.get(engine.backend, "")
+    if engine.backend == "real" and engine.family == "sdxl":
+        note = SDXL_NOTE
+        if modality_id is not None and not can_generate(engine, modality_id):
+            label = get_modality(modality_id).label
+            return (
+                f"SDXL base: this app has no SDXL ControlNet for {label} yet (Canny and Depth "
+                "have one). Preview map works; an SD1.5 base covers this tab."
+            )
     if modality_id is None or can_generate(engine, modality_id):
         return f"{note} Running on {engine.device_summary()}." if hardware else note
     modality = get_modality(modality_id)

@@ -36,26 +36,21 @@ def test_single_files_are_told_apart_by_their_keys(tmp_path):
     assert base_family(str(tmp_path / "missing.safetensors")) is None
 
 
-@pytest.fixture(scope="module")
-def sdxl_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sdxl") / "tiny-sdxl"
-    tiny_sdxl_pipeline().save_pretrained(folder)
-    return folder
-
-
-def test_an_sdxl_base_is_refused_at_start_and_at_load(sdxl_folder, square_image, monkeypatch):
+def test_an_sd2_base_is_refused_at_start_and_at_load(tmp_path, square_image, monkeypatch):
     from demos.launch import start_engine
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    argv = ["--backend", "real", "--base-model", str(sdxl_folder), "--port", str(free_port())]
+    checkpoint = tmp_path / "v2-1_768-ema-pruned.safetensors"
+    save_file({"cond_stage_model.model.ln_final.weight": torch.zeros(1)}, checkpoint)
+    argv = ["--backend", "real", "--base-model", str(checkpoint), "--port", str(free_port())]
     with pytest.raises(SystemExit) as stopped:
         start_engine(argv)
     message = str(stopped.value)
-    assert message.startswith("app.py: error: The base model") and "is SDXL" in message
+    assert message.startswith("app.py: error: The base model") and "Stable Diffusion 2.x" in message
     assert "--base-model" in message and "Traceback" not in message
 
-    engine = Engine(Settings(backend="real", base_model=str(sdxl_folder)))
-    with pytest.raises(ModelFamilyError, match="is SDXL; this app runs Stable Diffusion 1.x"):
+    engine = Engine(Settings(backend="real", base_model=str(checkpoint)))
+    with pytest.raises(ModelFamilyError, match="is Stable Diffusion 2.x; this app runs"):
         engine.generate(GenerationRequest(modality="canny", **FAST), square_image)
 
 

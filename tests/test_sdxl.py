@@ -1,6 +1,6 @@
-"""The batched sampler on SDXL-shaped models (tiny, built from configs): its added conditions
-(pooled text embeddings, size ids) made as diffusers' SDXL pipelines make them. Not yet reachable
-from the app, which refuses SDXL bases (controlnet_core.families)."""
+"""SDXL on tiny SDXL-shaped models built from configs: the batched sampler's added conditions
+(pooled text embeddings, size ids) made as diffusers' SDXL pipelines make them, and an SDXL base
+with its ControlNet loaded from local folders through the same code as real weights."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from diffusers import (
 )
 from PIL import Image
 
+from controlnet_core import Engine, GenerationRequest, Settings
 from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, is_sdxl, sample
 from controlnet_core.tiny import randomize_control_outputs, tiny_sdxl_pipeline
 
@@ -92,3 +93,81 @@ def test_a_sweep_entry_equals_its_single_run(models, square_image):
     sweep = run([0.0, 0.5, 1.0])
     for index, scale in enumerate([0.0, 0.5, 1.0]):
         np.testing.assert_allclose(sweep[index], run([scale])[0], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def saved_sdxl(tmp_path_factory, models):
+    """The tiny SDXL pipeline and its canny ControlNet saved as a user keeps real ones."""
+    pipe, controlnet = models
+    root = tmp_path_factory.mktemp("sdxl")
+    pipe.save_pretrained(root / "sdxl-base")
+    controlnet.save_pretrained(root / "controlnets" / "controlnet-canny-sdxl-1.0")
+    return root
+
+
+def sdxl_engine(root) -> Engine:
+    return Engine(
+        Settings(
+            backend="real",
+            base_model=str(root / "sdxl-base"),
+            controlnet_dir=str(root / "controlnets"),
+            device="cpu",
+            dtype="float32",
+        )
+    )
+
+
+def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_image):
+    """`--base-model <SDXL folder>`: its family is read from its config before anything loads, the
+    Canny tab loads the SDXL canny ControlNet (from --controlnet-dir, by its hub name), and the image
+    equals diffusers' StableDiffusionXLControlNetPipeline on the same weights."""
+    from diffusers import UniPCMultistepScheduler
+
+    engine = sdxl_engine(saved_sdxl)
+    assert engine.family == "sdxl" and not engine.has_few_step()
+    assert engine.has_controlnet("canny") and engine.has_controlnet("depth")
+    assert not engine.has_controlnet("scribble")
+    request = GenerationRequest(
+        modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE, seed=3
+    )
+    result = engine.generate(request, square_image)
+    assert result.recipe["family"] == "sdxl"
+    assert result.recipe["controlnet_model"] == "diffusers/controlnet-canny-sdxl-1.0"
+
+    reference = StableDiffusionXLControlNetPipeline.from_pretrained(
+        saved_sdxl / "sdxl-base",
+        controlnet=ControlNetModel.from_pretrained(
+            saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
+        ),
+    )
+    reference.scheduler = UniPCMultistepScheduler.from_config(reference.scheduler.config)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference(
+        PROMPT,
+        negative_prompt=request.negative_prompt or None,
+        image=Image.fromarray(square_image),
+        num_inference_steps=STEPS,
+        guidance_scale=request.guidance_scale,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images[0]
+    assert np.abs(result.arrays[0] - expected).max() <= 1e-3
+
+
+def test_a_tab_without_an_sdxl_controlnet_says_which_have_one(saved_sdxl, square_image):
+    from controlnet_core import WeightsUnavailableError
+    from demos.texts import backend_note
+
+    engine = sdxl_engine(saved_sdxl)
+    assert "no SDXL ControlNet for Scribble" in backend_note(engine, "scribble", hardware=False)
+    with pytest.raises(WeightsUnavailableError) as caught:
+        engine.generate(GenerationRequest(modality="scribble", prompt=PROMPT), square_image)
+    message = str(caught.value)
+    assert "no SDXL ControlNet for Scribble" in message and "Canny, Depth" in message
+    with pytest.raises(WeightsUnavailableError, match="Fast mode"):
+        engine.generate(
+            GenerationRequest(modality="canny", prompt=PROMPT, scheduler="LCM", resolution=SIZE),
+            square_image,
+        )
