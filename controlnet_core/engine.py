@@ -135,9 +135,23 @@ class Engine:
                 self._decoder = preview_decoder(self.manager.base())
             return self._decoder
 
+    def check_recipe_family(self, recipe: Mapping[str, Any]) -> None:
+        """ModelFamilyError when `recipe` was made with a base model of another family than this
+        real backend's: its settings (an SDXL size, an SD1.5 sampler) would give another image."""
+        made = recipe.get("family")
+        if self.backend != "real" or made not in ("sd15", "sdxl") or made == self.family:
+            return
+        from controlnet_core.families import FAMILY_LABELS, ModelFamilyError
+
+        raise ModelFamilyError(
+            f"This recipe was made with an {FAMILY_LABELS[made]} base model; this server runs "
+            f"{FAMILY_LABELS[self.family]}, on which its settings would give another image. Load "
+            "it where its base model runs."
+        )
+
     def check_base_model(self) -> None:
         """ModelFamilyError when the real backend's base model is of a family this app cannot run
-        (SDXL, SD2), as far as its folder, file or hub-cache entry tells without loading it."""
+        (SD2), as far as its folder, file or hub-cache entry tells without loading it."""
         if self.backend == "real":
             from controlnet_core.families import base_family, check_base_family
 
@@ -218,10 +232,21 @@ class Engine:
                 "num_images", request.num_images, 1, s.max_images, integer=True
             ),
             resolution=check_resolution(request.resolution, *reversed(self.resolution_range())),
-            scheduler=check_choice("scheduler", request.scheduler, SCHEDULER_NAMES),
+            scheduler=self._check_scheduler(request.scheduler),
             control_mode=check_choice("control_mode", request.control_mode, CONTROL_MODES),
             extra_controls=extra,
         )
+
+    def _check_scheduler(self, name: object) -> str:
+        name = check_choice("scheduler", name, SCHEDULER_NAMES)
+        if name == FEW_STEP_SCHEDULER and not self.has_few_step():
+            why = (
+                "the toy model has no few-step LoRA"
+                if self.backend == "toy"
+                else ("Fast mode runs SD1.5 bases only")
+            )
+            raise FieldError(("scheduler",), f"{FEW_STEP_SCHEDULER} is not available here: {why}")
+        return name
 
     # --- control maps ---------------------------------------------------------------------------
 

@@ -101,8 +101,9 @@ def check_base_family(source: str, family: str | None) -> None:
     (an unrecognised one, such as the tiny test models', is left to the loader)."""
     if family is None or family in (*SUPPORTED_FAMILIES, UNKNOWN):
         return
+    name = Path(source).name if Path(source).exists() else source  # no server paths on a page
     raise ModelFamilyError(
-        f"The base model '{source}' is {FAMILY_LABELS[family]}; this app runs Stable Diffusion "
+        f"The base model '{name}' is {FAMILY_LABELS[family]}; this app runs Stable Diffusion "
         "1.x bases (SD1.5 and its fine-tunes) and SDXL. Point --base-model at one of those."
     )
 

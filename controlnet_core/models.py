@@ -25,6 +25,7 @@ from controlnet_core.errors import shown
 from controlnet_core.families import (
     FAMILY_LABELS,
     SDXL,
+    ModelFamilyError,
     base_family,
     check_base_family,
     check_controlnet_family,
@@ -270,6 +271,7 @@ class ModelManager:
         self._base_id: str | None = None
         self._base_lock = threading.Lock()
         self._family: str | None = None
+        self._family_guess: str | None = None
         self._few_step: LoadedFewStep | None = None
         self._few_step_lock = threading.Lock()
         self._controlnets: OrderedDict[str, LoadedControlNet] = OrderedDict()
@@ -322,11 +324,16 @@ class ModelManager:
     @property
     def family(self) -> str:
         """The family the base model runs as ("sd15" or "sdxl"): read from the loaded UNet, or
-        before loading from the model's config or file (no torch needed), SD1.x when unknown."""
-        if self._family is None:
-            known = base_family(self.settings.base_model) if self._backend == "real" else None
-            return running_family(known)
-        return self._family
+        before loading, once, from the model's config or file (no torch needed; for a hub id not
+        in the cache, its UNet's config alone when the hub answers), SD1.x when unknown."""
+        if self._family is not None:
+            return self._family
+        if self._family_guess is None:
+            known = None
+            if self._backend in ("real", "auto"):
+                known = self._base_family(self.settings.base_model)
+            self._family_guess = running_family(known)
+        return self._family_guess
 
     def cached_controlnets(self) -> list[str]:
         with self._cache_lock:
@@ -357,8 +364,8 @@ class ModelManager:
     @property
     def compiles(self) -> bool:
         """Whether models run compiled (settings.compile; not the toy model, whose UNet the
-        training lab trains through)."""
-        return self.settings.compile and self._backend in ("real", "tiny")
+        training lab trains through, nor SDXL yet, whose added conditions the warm-up lacks)."""
+        return self.settings.compile and self._backend in ("real", "tiny") and self.family != SDXL
 
     @property
     def warm_up_size(self) -> int:
@@ -452,7 +459,6 @@ class ModelManager:
             return None
 
     def _load_real_base(self, status: StatusCallback | None):
-        import torch
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         source = self.settings.base_model
@@ -492,11 +498,16 @@ class ModelManager:
             raise WeightsUnavailableError(
                 _missing_weights_message("base model", source, error, hint)
             ) from error
-        self._family = running_family(family_of_config(pipe.unet.config))
-        if pipe.vae.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
-            # SDXL's VAE overflows in float16: it stays in float32 for good (diffusers upcasts it
-            # for each decode, which would change a VAE other requests are using).
-            pipe.vae.to(dtype=torch.float32)
+        loaded = family_of_config(pipe.unet.config)
+        check_base_family(source, loaded)  # a family the files could not tell before loading
+        if (loaded == SDXL) != sdxl:
+            raise ModelFamilyError(
+                f"The base model '{shown_source(source)}' turned out to be "
+                f"{FAMILY_LABELS[loaded]} only once loaded; give it as a diffusers folder or a "
+                ".safetensors file, whose family can be read before loading."
+            )
+        self._family = running_family(loaded)
+        keep_vae_float32(pipe, self._family)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.device)
 
@@ -650,7 +661,7 @@ class ModelManager:
                 _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
             ) from error
         check_controlnet_family(
-            str(local or single_file or source), model.config, self.settings.base_model, self.family
+            source, model.config, shown_source(self.settings.base_model), self.family
         )
         return model.to(self.device).eval(), source
 
@@ -727,6 +738,22 @@ def drop_hooks(model) -> None:
     for module in model.modules():
         module._forward_hooks.clear()
         module._forward_pre_hooks.clear()
+
+
+def keep_vae_float32(pipe, family: str) -> None:
+    """SDXL's VAE overflows in float16: loaded in float16, it moves to float32 for good (diffusers
+    upcasts it around each decode, which would change a VAE other requests are using). SD1.5's
+    VAE is fine in float16, whatever its config's force_upcast default says."""
+    import torch
+
+    if family == SDXL and pipe.vae.dtype == torch.float16:
+        pipe.vae.to(dtype=torch.float32)
+
+
+def shown_source(source: str) -> str:
+    """A model's name as a public page may show it: a hub id as it is, a local path by its last
+    part (the server's folders are nobody's business)."""
+    return Path(source).name if Path(source).exists() else source
 
 
 def _announce(status: StatusCallback | None, message: str) -> None:

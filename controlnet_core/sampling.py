@@ -239,13 +239,12 @@ def _encode(pipe, prompt: str, negative_prompt: str, batch: int, do_cfg: bool, w
 def _decode(pipe, latents: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray, list[bool]]:
     """The final latents through the full VAE (and the safety checker, when the pipe has one)."""
     vae = pipe.vae
-    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
-        # SDXL's original VAE overflows in float16; diffusers upcasts it for the decode, which
-        # would change a VAE other requests share.
-        raise ValueError(
-            "This VAE needs float32 to decode (its config says force_upcast): use its float16 fix "
-            "(madebyollin/sdxl-vae-fp16-fix for SDXL) or run in float32 or bfloat16"
-        )
+    if is_sdxl(pipe.unet) and vae.dtype == torch.float16:
+        # SDXL's VAE overflows in float16 (models.keep_vae_float32 keeps it in float32);
+        # diffusers upcasts it around the decode, which would change a VAE others share.
+        raise ValueError("SDXL's VAE overflows in float16: keep it in float32 (or bfloat16)")
+    # The VAE may run in another dtype than the UNet (SDXL's stays float32 where float16 overflows).
+    latents = latents.to(vae.dtype)
     decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
     nsfw: list[bool] = [False] * len(latents)
     if getattr(pipe, "safety_checker", None) is not None:

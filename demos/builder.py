@@ -294,6 +294,8 @@ def fast_mode_box(engine: Engine) -> gr.Checkbox:
         "several times quicker, a little less detail"
         if usable
         else "Needs the real SD1.5 weights: the toy model has no few-step LoRA"
+        if engine.backend == "toy"
+        else "Runs SD1.5 bases only: SDXL's few-step LoRA is another one"
     )
     on = engine.settings.scheduler == FEW_STEP_SCHEDULER
     return gr.Checkbox(label="Fast mode (4–8 steps)", value=on, info=info, interactive=usable)
@@ -629,7 +631,9 @@ def wire_recipe_load(view: TabView, form: Sequence[FormField], engine: Engine) -
     def run_load_recipe(path):
         if not path:
             return [gr.update() for _ in targets]
-        request = request_from_recipe(read_recipe(path))
+        recipe = read_recipe(path)
+        engine.check_recipe_family(recipe)
+        request = request_from_recipe(recipe)
         check_recipe_tab(request, view.modality.id)
         request = engine.validate(request)
         gr.Info(recipe_loaded_message(request))

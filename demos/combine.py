@@ -403,7 +403,9 @@ def wire_recipe_load(
     def run_load_recipe(path):
         if not path:
             return [gr.update() for _ in targets]
-        request = request_from_recipe(read_recipe(path))
+        recipe = read_recipe(path)
+        engine.check_recipe_family(recipe)
+        request = request_from_recipe(recipe)
         if len(request.controls()) > UNITS:
             raise gr.Error(
                 f"This recipe has {len(request.controls())} ControlNets; the Combine tab holds "

@@ -12,7 +12,13 @@ import torch
 from diffusers import LCMScheduler, StableDiffusionControlNetPipeline
 from PIL import Image
 
-from controlnet_core import Engine, GenerationRequest, Settings, WeightsUnavailableError
+from controlnet_core import (
+    Engine,
+    FieldError,
+    GenerationRequest,
+    Settings,
+    WeightsUnavailableError,
+)
 from controlnet_core.modalities import get_modality
 from controlnet_core.tiny import TINY_FEW_STEP_LORA_ID, save_tiny_few_step_lora, tiny_pipeline
 from tests.conftest import FAST
@@ -110,5 +116,5 @@ def test_a_missing_lora_says_what_to_provide(saved, square_image):
 
 def test_the_toy_model_has_no_few_step_lora(square_image):
     engine = Engine(Settings(backend="toy"))
-    with pytest.raises(WeightsUnavailableError, match="toy model has no few-step LoRA"):
+    with pytest.raises(FieldError, match="toy model has no few-step LoRA"):
         engine.generate(GenerationRequest(modality="canny", **FAST_MODE), square_image)

@@ -157,7 +157,7 @@ def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_i
 
 
 def test_a_tab_without_an_sdxl_controlnet_says_which_have_one(saved_sdxl, square_image):
-    from controlnet_core import WeightsUnavailableError
+    from controlnet_core import FieldError, WeightsUnavailableError
     from demos.texts import backend_note
 
     engine = sdxl_engine(saved_sdxl)
@@ -166,8 +166,86 @@ def test_a_tab_without_an_sdxl_controlnet_says_which_have_one(saved_sdxl, square
         engine.generate(GenerationRequest(modality="scribble", prompt=PROMPT), square_image)
     message = str(caught.value)
     assert "no SDXL ControlNet for Scribble" in message and "Canny, Depth" in message
-    with pytest.raises(WeightsUnavailableError, match="Fast mode"):
+    with pytest.raises(FieldError, match="Fast mode runs SD1.5 bases only"):
         engine.generate(
             GenerationRequest(modality="canny", prompt=PROMPT, scheduler="LCM", resolution=SIZE),
             square_image,
         )
+
+
+def test_only_sdxl_keeps_its_vae_in_float32(models):
+    """SDXL's VAE overflows in float16 and stays float32; SD1.5's stays as loaded (its config's
+    force_upcast is diffusers' default, not a need)."""
+    from controlnet_core.models import keep_vae_float32
+    from controlnet_core.tiny import tiny_pipeline
+
+    sd15 = tiny_pipeline()
+    sd15.vae.to(torch.float16)
+    assert sd15.vae.config.force_upcast
+    keep_vae_float32(sd15, "sd15")
+    assert sd15.vae.dtype == torch.float16
+    sdxl = tiny_sdxl_pipeline()
+    sdxl.vae.to(torch.float16)
+    keep_vae_float32(sdxl, "sdxl")
+    assert sdxl.vae.dtype == torch.float32
+
+
+def test_a_recipe_from_the_other_family_is_refused_by_name(saved_sdxl, saved_models, square_image):
+    """An SDXL run's recipe on an SD1.5 server, and the other way round: a clear message, not a
+    resolution error or another image."""
+    from controlnet_core import ModelFamilyError
+
+    sdxl = sdxl_engine(saved_sdxl)
+    request = GenerationRequest(modality="canny", prompt=PROMPT, steps=2, resolution=SIZE)
+    recipe = sdxl.generate(request, square_image).recipe
+    sdxl.check_recipe_family(recipe)  # its own: fine
+    sd15 = Engine(Settings(backend="real", base_model=str(saved_models / "sd15")))
+    with pytest.raises(ModelFamilyError, match="made with an SDXL base model; this server runs"):
+        sd15.check_recipe_family(recipe)
+    with pytest.raises(
+        ModelFamilyError, match="Stable Diffusion 1.x base model; this server runs SDXL"
+    ):
+        sdxl.check_recipe_family({**recipe, "family": "sd15"})
+    Engine(Settings(backend="tiny")).check_recipe_family(recipe)  # offline backends: no claim
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 19): SDXL in guess mode differs from diffusers by up to 0.044 on the tiny "
+    "models (SD1.5's guess mode matches within 2e-6); a 1-step run differs by 0.003 even without "
+    "a ControlNet, while 3 steps match within 1e-3: not yet explained",
+)
+def test_guess_mode_gives_the_controlnet_its_conditional_rows_as_diffusers_does(
+    models, square_image
+):
+    """Guess mode runs the ControlNet on the conditional half only: its added conditions are that
+    half's rows (diffusers takes `.chunk(2)[1]`); the image equals diffusers' in guess mode."""
+    pipe, controlnet = models
+    control = Image.fromarray(square_image)
+    config = pipe.scheduler.config
+    images, _ = sample(
+        pipe,
+        [ControlUnit(controlnet, control)],
+        [Variant(SEED, (UnitSettings(1.0),))],
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        steps=STEPS,
+        width=SIZE,
+        height=SIZE,
+        scheduler_factory=lambda: type(pipe.scheduler).from_config(config),
+        guess_mode=True,
+    )
+    controlled = StableDiffusionXLControlNetPipeline.from_pipe(pipe, controlnet=controlnet)
+    controlled.set_progress_bar_config(disable=True)
+    expected = controlled(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        image=control,
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        guess_mode=True,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="np",
+    ).images[0]
+    assert np.abs(images[0] - expected).max() <= 1e-3
