@@ -449,6 +449,8 @@ class ModelManager:
         family = base_family(source)
         if family is not None or Path(source).exists() or hub_offline():
             return family
+        if not hub_reachable(timeout=3.0):  # remembered for a minute: no wait per page build
+            return None
         try:
             from huggingface_hub import hf_hub_download
 
