@@ -94,8 +94,8 @@ def tiny_components(seed: int = 0) -> dict:
 
     Seeded like diffusers' own `get_dummy_components`: `torch.manual_seed(seed)` before each model.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
@@ -110,8 +110,18 @@ def tiny_components(seed: int = 0) -> dict:
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         norm_num_groups=32,
     )
+    vae = _tiny_vae(seed, sample_size=64)
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
+    text_encoder = CLIPTextModel(_tiny_text_config(len(tokenizer)))
+    return frozen_components(unet, vae, text_encoder, tokenizer)
+
+
+def _tiny_vae(seed: int, sample_size: int):
+    """A tiny VAE that scales by 8 as SD's do (a ControlNet's condition encoder expects it)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
         block_out_channels=(32, 32, 32, 32),
         in_channels=3,
         out_channels=3,
@@ -119,10 +129,15 @@ def tiny_components(seed: int = 0) -> dict:
         up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
         norm_num_groups=32,
-        sample_size=64,
+        sample_size=sample_size,
     )
-    torch.manual_seed(seed)
-    text_config = CLIPTextConfig(
+
+
+def _tiny_text_config(vocab_size: int, **extra):
+    """A 2-layer, 32-wide CLIP text config (`extra`: what the second SDXL encoder adds)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
@@ -131,11 +146,10 @@ def tiny_components(seed: int = 0) -> dict:
         layer_norm_eps=1e-05,
         num_attention_heads=4,
         num_hidden_layers=2,
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         max_position_embeddings=77,
+        **extra,
     )
-    text_encoder = CLIPTextModel(text_config)
-    return frozen_components(unet, vae, text_encoder, tokenizer)
 
 
 def frozen_components(unet, vae, text_encoder, tokenizer) -> dict:
@@ -250,13 +264,8 @@ def tiny_sdxl_pipeline(seed: int = 0):
     """A tiny SDXL-shaped `StableDiffusionXLPipeline`: two text encoders (the second with a text
     projection, whose pooled output SDXL conditions on), a UNet with SDXL's "text_time" added
     embeddings (pooled text + size and crop ids), seeded like diffusers' own SDXL tests."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
@@ -277,31 +286,8 @@ def tiny_sdxl_pipeline(seed: int = 0):
         cross_attention_dim=64,  # both text encoders' 32-wide states side by side
         norm_num_groups=1,
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(  # 8× down, as SDXL's: a ControlNet's condition encoder expects it
-        block_out_channels=(32, 32, 32, 32),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=128,
-    )
-    text_config = CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-        hidden_size=32,
-        intermediate_size=37,
-        layer_norm_eps=1e-05,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        projection_dim=32,
-    )
+    vae = _tiny_vae(seed, sample_size=128)
+    text_config = _tiny_text_config(len(tokenizer), hidden_act="gelu", projection_dim=32)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(text_config)
     torch.manual_seed(seed)
