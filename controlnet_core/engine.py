@@ -30,7 +30,7 @@ from controlnet_core.images import (
 from controlnet_core.inside import ResidualProbe, ResidualRecord
 from controlnet_core.modalities import Modality, get_modality
 from controlnet_core.preprocessors import apply_preprocessor, get_preprocessor
-from controlnet_core.recipes import build_recipe, sweep_record
+from controlnet_core.recipes import build_recipe, read_recipe, request_from_recipe, sweep_record
 from controlnet_core.request import (
     CONTROL_FIELDS,
     CONTROL_MODES,
@@ -134,6 +134,13 @@ class Engine:
             if self._decoder is None:
                 self._decoder = preview_decoder(self.manager.base())
             return self._decoder
+
+    def recipe_request(self, source: object) -> GenerationRequest:
+        """The request a recipe (a PNG made here, its JSON, or a path to either) holds, refused
+        with a ModelFamilyError when it was made with the other base family."""
+        recipe = read_recipe(source)
+        self.check_recipe_family(recipe)
+        return request_from_recipe(recipe)
 
     def check_recipe_family(self, recipe: Mapping[str, Any]) -> None:
         """ModelFamilyError when `recipe` was made with a base model of another family than this

@@ -35,9 +35,7 @@ from controlnet_core import (
     get_modality,
     get_preprocessor,
     preprocessor_runs_here,
-    read_recipe,
     recipe_for_image,
-    request_from_recipe,
     save_png,
     shown,
 )
@@ -631,9 +629,7 @@ def wire_recipe_load(view: TabView, form: Sequence[FormField], engine: Engine) -
     def run_load_recipe(path):
         if not path:
             return [gr.update() for _ in targets]
-        recipe = read_recipe(path)
-        engine.check_recipe_family(recipe)
-        request = request_from_recipe(recipe)
+        request = engine.recipe_request(path)
         check_recipe_tab(request, view.modality.id)
         request = engine.validate(request)
         gr.Info(recipe_loaded_message(request))

@@ -30,8 +30,6 @@ from controlnet_core import (
     GenerationResult,
     get_modality,
     get_preprocessor,
-    read_recipe,
-    request_from_recipe,
 )
 from demos.builder import (
     endpoint,
@@ -403,9 +401,7 @@ def wire_recipe_load(
     def run_load_recipe(path):
         if not path:
             return [gr.update() for _ in targets]
-        recipe = read_recipe(path)
-        engine.check_recipe_family(recipe)
-        request = request_from_recipe(recipe)
+        request = engine.recipe_request(path)
         if len(request.controls()) > UNITS:
             raise gr.Error(
                 f"This recipe has {len(request.controls())} ControlNets; the Combine tab holds "

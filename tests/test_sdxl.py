@@ -201,7 +201,8 @@ def test_a_recipe_from_the_other_family_is_refused_by_name(saved_sdxl, saved_mod
     sdxl.check_recipe_family(recipe)  # its own: fine
     sd15 = Engine(Settings(backend="real", base_model=str(saved_models / "sd15")))
     with pytest.raises(ModelFamilyError, match="made with an SDXL base model; this server runs"):
-        sd15.check_recipe_family(recipe)
+        sd15.recipe_request(recipe)  # what every tab's and Combine's recipe load calls
+    assert sdxl.recipe_request(recipe).resolution == SIZE
     with pytest.raises(
         ModelFamilyError, match="Stable Diffusion 1.x base model; this server runs SDXL"
     ):
