@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.components import ARCHES
+
 DEFAULT_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5)
 PROMPT = "a photo of a house by a lake, best quality"
 NEGATIVE_PROMPT = "lowres, blurry"
@@ -272,24 +274,35 @@ def format_report(report: dict) -> str:
 
 def reference_pipelines(components, controlnet, *, size, steps, repeats, device) -> dict:
     """it/s of diffusers' own pipelines (batch 1), to compare with published numbers."""
-    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
+    from diffusers import (
+        StableDiffusionControlNetPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLControlNetPipeline,
+        StableDiffusionXLPipeline,
+        UniPCMultistepScheduler,
+    )
 
     from bench.components import control_image
 
-    pipes = {
-        "StableDiffusionPipeline": (
-            StableDiffusionPipeline(**components, requires_safety_checker=False),
+    if "text_encoder_2" in components:
+        plain, controlled, extra = (
+            StableDiffusionXLPipeline,
+            StableDiffusionXLControlNetPipeline,
             {},
-        ),
-        "StableDiffusionControlNetPipeline": (
-            StableDiffusionControlNetPipeline(
-                **components, controlnet=controlnet, requires_safety_checker=False
-            ),
+        )
+    else:
+        plain, controlled = StableDiffusionPipeline, StableDiffusionControlNetPipeline
+        extra = {"requires_safety_checker": False}
+    pipes = {
+        plain.__name__: (plain(**components, **extra), {}),
+        controlled.__name__: (
+            controlled(**components, controlnet=controlnet, **extra),
             {"image": control_image(size)},
         ),
     }
     out = {}
     for name, (pipe, extra) in pipes.items():
+        pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)  # as ours
         pipe.set_progress_bar_config(disable=True)
         marks: list[float] = []
 
@@ -309,7 +322,7 @@ def reference_pipelines(components, controlnet, *, size, steps, repeats, device)
                 height=size,
                 width=size,
                 generator=torch.Generator().manual_seed(0),
-                output_type="np",
+                output_type="latent",  # the steps are timed; SDXL's float32 VAE would refuse
                 callback_on_step_end=on_step_end,
                 **extra,
             )
@@ -392,7 +405,7 @@ def profile_steps(pipe, controlnet, *, size, device, steps: int = 5) -> str:
 
 def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny")
+    parser.add_argument("--arch", choices=ARCHES, default="tiny")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (multiple of 8)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)

@@ -1,8 +1,9 @@
-"""Models for the benchmarks: the tiny backend, or the full-size SD1.5 architecture with random weights.
+"""Models for the benchmarks: the tiny backend, or the full-size SD1.5 or SDXL architecture with
+random weights.
 
-Nothing is downloaded: the full-size models are built from SD1.5's published configs
-(stable-diffusion-v1-5 unet/vae/text_encoder config.json), so they cost exactly what the real weights
-cost to run. Random weights make the images noise, which does not matter for timing. The ControlNet is
+Nothing is downloaded: the full-size models are built from the published configs
+(stable-diffusion-v1-5's and stable-diffusion-xl-base-1.0's unet/vae/text_encoder config.json), so
+they cost exactly what the real weights cost to run. Random weights make the images noise, which does not matter for timing. The ControlNet is
 `ControlNetModel.from_unet(unet)` with non-zero output convolutions, as in `controlnet_core.tiny`.
 """
 
@@ -19,7 +20,8 @@ from controlnet_core.tiny import (
     tiny_tokenizer,
 )
 
-ARCHES = ("tiny", "sd15")
+ARCHES = ("tiny", "sd15", "tiny-sdxl", "sdxl")
+SDXL_ARCHES = ("tiny-sdxl", "sdxl")
 
 # stable-diffusion-v1-5/unet/config.json (the fields that shape the network).
 SD15_UNET_CONFIG = {
@@ -85,6 +87,76 @@ SD15_TEXT_CONFIG = {
 }
 
 
+# stable-diffusion-xl-base-1.0/unet/config.json (the fields that shape the network).
+SDXL_UNET_CONFIG = {
+    **{key: SD15_UNET_CONFIG[key] for key in ("act_fn", "in_channels", "out_channels")},
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": (5, 10, 20),
+    "block_out_channels": (320, 640, 1280),
+    "cross_attention_dim": 2048,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 128,
+    "transformer_layers_per_block": (1, 2, 10),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "use_linear_projection": True,
+}
+
+# OpenCLIP ViT-bigG/14's text tower (stable-diffusion-xl-base-1.0/text_encoder_2/config.json);
+# SDXL's first text encoder is SD1.5's CLIP ViT-L/14.
+SDXL_TEXT_2_CONFIG = {
+    **SD15_TEXT_CONFIG,
+    "hidden_act": "gelu",
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_attention_heads": 20,
+    "num_hidden_layers": 32,
+    "projection_dim": 1280,
+}
+
+
+def sdxl_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """Full-size SDXL components with seeded random weights (fp32, on `device`), scheduler
+    included (SDXL's is Euler with SD1.5's training schedule)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from controlnet_core.tiny import SD15_SCHEDULER_CONFIG
+
+    tokenizer = tiny_tokenizer()
+    with torch.device(device):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**{**SD15_VAE_CONFIG, "scaling_factor": 0.13025, "sample_size": 1024})
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
+        torch.manual_seed(seed)
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2_CONFIG))
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        module.eval().requires_grad_(False)
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer,
+        "scheduler": EulerDiscreteScheduler.from_config(
+            {**SD15_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
+        ),
+    }
+
+
+def _tiny_sdxl_components(seed: int) -> dict:
+    from controlnet_core.tiny import tiny_sdxl_pipeline
+
+    return dict(tiny_sdxl_pipeline(seed).components)
+
+
 def sd15_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
     """Full-size SD1.5 components with seeded random weights (fp32, on `device`).
 
@@ -106,18 +178,27 @@ def sd15_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
 
 
 def build(arch: str, device: str | torch.device, dtype: torch.dtype, seed: int = 0):
-    """(components, controlnet) for `arch` ("tiny" or "sd15"), on `device` in `dtype`."""
+    """(components, controlnet) for `arch` (see ARCHES), on `device` in `dtype`; SDXL's VAE stays
+    float32, where float16 overflows (as the app keeps it, `models.keep_vae_float32`)."""
     from diffusers import ControlNetModel
 
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {list(ARCHES)}; got {arch!r}")
-    components = tiny_components(seed) if arch == "tiny" else sd15_components(seed, device)
+    makers = {
+        "tiny": lambda: tiny_components(seed),
+        "sd15": lambda: sd15_components(seed, device),
+        "tiny-sdxl": lambda: _tiny_sdxl_components(seed),
+        "sdxl": lambda: sdxl_components(seed, device),
+    }
+    components = makers[arch]()
     unet = components["unet"]
     controlnet = ControlNetModel.from_unet(unet)
     randomize_control_outputs(controlnet, seed=seed + 1)
     controlnet.eval().requires_grad_(False)
-    for name in ("unet", "vae", "text_encoder"):
-        components[name] = _to(components[name], device, dtype)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if name in components:
+            keep = name == "vae" and arch in SDXL_ARCHES and dtype == torch.float16
+            components[name] = _to(components[name], device, torch.float32 if keep else dtype)
     return components, _to(controlnet, device, dtype)
 
 
@@ -128,9 +209,12 @@ def _to(module: torch.nn.Module, device, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def base_pipeline(components: dict):
-    """A `StableDiffusionPipeline` over `components` (no safety checker)."""
-    from diffusers import StableDiffusionPipeline
+    """A `StableDiffusionPipeline` (no safety checker) or, for SDXL's components, a
+    `StableDiffusionXLPipeline` over `components`."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if "text_encoder_2" in components:
+        return StableDiffusionXLPipeline(**components)
     return StableDiffusionPipeline(**components, requires_safety_checker=False)
 
 

@@ -177,17 +177,39 @@ def unfused_copy(model: torch.nn.Module) -> torch.nn.Module:
 def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 2) -> None:
     """Compile the graphs a first `size`² image runs (one image: 2 rows with guidance, 1 without):
     the UNet alone (a plain step), and with a ControlNet, the ControlNet and the UNet fed its
-    residuals."""
+    residuals. SDXL's get its added conditions (pooled text, size ids); a union ControlNet reads
+    one map, of the first control type."""
     side = size // 8
     options = {"device": unet.device, "dtype": unet.dtype}
     sample = torch.randn(rows, unet.config.in_channels, side, side, **options)
     timestep = torch.tensor(999, device=unet.device)
     text = torch.zeros(rows, 77, unet.config.cross_attention_dim, **options)
+    added = None
+    if getattr(unet.config, "addition_embed_type", None) == "text_time":
+        ids = 6  # original size, crop corner, target size
+        pooled = unet.config.projection_class_embeddings_input_dim
+        pooled -= ids * unet.config.addition_time_embed_dim
+        added = {
+            "text_embeds": torch.zeros(rows, pooled, **options),
+            "time_ids": torch.zeros(rows, ids, **options),
+        }
     with torch.inference_mode():
         if controlnet is None:
-            unet(sample, timestep, encoder_hidden_states=text, return_dict=False)
+            unet(
+                sample,
+                timestep,
+                encoder_hidden_states=text,
+                added_cond_kwargs=added,
+                return_dict=False,
+            )
             return
         condition = torch.zeros(rows, 3, size, size, **options)
+        extra: dict = {}
+        if "num_control_type" in controlnet.config:
+            control_type = torch.zeros(rows, controlnet.config.num_control_type, **options)
+            control_type[:, 0] = 1
+            condition = [condition]
+            extra = {"control_type": control_type, "control_type_idx": [0]}
         down, mid = controlnet(
             sample,
             timestep,
@@ -195,7 +217,9 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             controlnet_cond=condition,
             conditioning_scale=1.0,
             guess_mode=False,
+            added_cond_kwargs=added,
             return_dict=False,
+            **extra,
         )
         unet(
             sample,
@@ -203,5 +227,6 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             encoder_hidden_states=text,
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
+            added_cond_kwargs=added,
             return_dict=False,
         )

@@ -24,6 +24,7 @@ from controlnet_core.images import (
     fit_image,
     image_sha1,
     open_image,
+    sdxl_size,
     target_size,
     to_rgb_array,
 )
@@ -200,10 +201,28 @@ class Engine:
 
         return toy_controlnet_folder(get_modality(modality_id).controlnet_key) is not None
 
+    @property
+    def sizes_by_area(self) -> bool:
+        """Whether `resolution` means the side of a square of the output's area, its aspect one
+        of SDXL's trained buckets (an SDXL base), rather than the output's short side."""
+        return self.backend == "real" and self.family == "sdxl"
+
     def resolution_range(self) -> tuple[int, int]:
-        """The smallest and largest generation size (short side) this backend and server allow."""
-        high = min(self.settings.max_resolution, BACKEND_MAX_RESOLUTION.get(self.backend, 10**9))
+        """The smallest and largest `resolution` this backend and server allow."""
+        cap = (
+            self.settings.max_resolution_sdxl
+            if self.sizes_by_area
+            else self.settings.max_resolution
+        )
+        high = min(cap, BACKEND_MAX_RESOLUTION.get(self.backend, 10**9))
         return 64, max(64, high)
+
+    def output_size(self, width: int, height: int, resolution: int) -> tuple[int, int]:
+        """The generation's (width, height) for an upload of `width`×`height`: its short side at
+        `resolution`, or on SDXL the trained size nearest its aspect (see `images.sdxl_size`)."""
+        if self.sizes_by_area:
+            return sdxl_size(width, height, resolution)
+        return target_size(width, height, resolution)
 
     def open_image(self, source: object) -> Any:
         """`source` (a file path, PIL image or array) checked against the upload limits.
@@ -287,7 +306,7 @@ class Engine:
             raise
         except ValueError as error:  # the upload itself: not a file of ours, truncated, …
             raise FieldError(("image",), str(error), name="") from None
-        size = target_size(array.shape[1], array.shape[0], resolution)
+        size = self.output_size(array.shape[1], array.shape[0], resolution)
         key = (
             image_sha1(array),
             preprocessor,
@@ -409,7 +428,7 @@ class Engine:
     def _prepare(
         self, request, control_image, extra_images, progress, controlnets=None
     ) -> _Prepared:
-        from controlnet_core.sampling import ControlUnit, UnitSettings
+        from controlnet_core.sampling import ControlUnit, UnitSettings, is_union
 
         started = time.perf_counter()
         request = self.validate(request)
@@ -458,15 +477,21 @@ class Engine:
 
         specs = request.controls()
         modalities = [get_modality(spec.modality) for spec in specs]
-        keys = [m.controlnet_key for m in modalities]
+        keys = [self.manager.controlnet_cache_key(m) for m in modalities]
         chosen = controlnets or {}
         loaded = [
             chosen.get(m.controlnet_key) or self.manager.controlnet(m, status, keep=keys)
             for m in modalities
         ]
         units = [
-            ControlUnit(model=net.model, image=Image.fromarray(m))
-            for net, m in zip(loaded, maps, strict=True)
+            ControlUnit(
+                model=net.model,
+                image=Image.fromarray(control),
+                control_type=modality.control_type_for(self.family)
+                if is_union(net.model)
+                else None,
+            )
+            for net, control, modality in zip(loaded, maps, modalities, strict=True)
         ]
         settings = tuple(
             UnitSettings(spec.conditioning_scale, spec.guidance_start, spec.guidance_end)

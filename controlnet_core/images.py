@@ -176,6 +176,30 @@ def target_size(
     return min(new_w, cap), min(new_h, cap)
 
 
+# The sizes SDXL was trained at: aspect buckets of about 1024² pixels (landscape; portrait swaps).
+SDXL_BUCKETS = ((1024, 1024), (1152, 896), (1216, 832), (1344, 768), (1536, 640))
+SDXL_NATIVE = 1024
+
+
+def sdxl_size(
+    width: int, height: int, resolution: int, multiple: int = SIZE_MULTIPLE
+) -> tuple[int, int]:
+    """(width, height) for an image on SDXL: the trained bucket nearest its aspect ratio, scaled
+    so its area is about `resolution`² (at 1024, the bucket itself); `fit_image` crops the rest.
+
+    SDXL composes well only near the sizes it was trained at: a short side of 1024 on a 4:3 image
+    (1365×1024) would ask for 1.4× its pixel count and repeat subjects.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive; got {width}x{height}")
+    ratio = max(width, height) / min(width, height)
+    long, short = min(SDXL_BUCKETS, key=lambda bucket: abs(np.log(bucket[0] / bucket[1] / ratio)))
+    scale = resolution / SDXL_NATIVE
+    long = max(multiple, int(long * scale / multiple + 0.5) * multiple)
+    short = max(multiple, int(short * scale / multiple + 0.5) * multiple)
+    return (long, short) if width >= height else (short, long)
+
+
 def fit_image(
     array: np.ndarray, size: tuple[int, int], resample: int = Image.LANCZOS
 ) -> np.ndarray:

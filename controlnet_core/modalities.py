@@ -1,6 +1,7 @@
 """The modality registry: every ControlNet modality is one data entry.
 
-A modality names its SD1.5 ControlNet 1.1 weights (and its SDXL ControlNet, where there is one), the preprocessors that turn an upload into a control
+A modality names its SD1.5 ControlNet 1.1 weights (and its SDXL ControlNet, where there is one: a
+dedicated one, or the union ControlNet with the control type it reads the map as), the preprocessors that turn an upload into a control
 map (ids into `controlnet_core.preprocessors.PREPROCESSORS`, the first is the default), what the tab's
 input is (an uploaded image or a drawing canvas), its example prompt and default strength. Adding a
 modality means adding one entry here (plus, at most, a small tab module in `demos/` for controls no
@@ -16,6 +17,18 @@ from controlnet_core.errors import shown
 
 INPUT_IMAGE = "image"
 INPUT_CANVAS = "canvas"
+
+# One SDXL ControlNet for many kinds of map: it is told which kind each map is by a control type.
+SDXL_UNION_ID = "xinsir/controlnet-union-sdxl-1.0"
+# The union model's control types (its model card; the ProMax weights add 6 tile and 7 repaint).
+UNION_CONTROL_TYPES = {
+    "openpose": 0,
+    "depth": 1,
+    "thick line": 2,  # scribble, HED / soft edge
+    "thin line": 3,  # canny, M-LSD, lineart
+    "normal": 4,
+    "segment": 5,
+}
 
 
 @dataclass(frozen=True)
@@ -38,13 +51,17 @@ class Modality:
     default_prompt: str = ""
     default_conditioning_scale: float = 1.0
     label_map: bool = False
-    sdxl_controlnet_id: str | None = None  # None: no SDXL ControlNet for it in this app yet
+    sdxl_controlnet_id: str | None = None  # None: no SDXL ControlNet for it in this app
+    sdxl_control_type: int | None = None  # the union model's control type, when it is the union
+    sdxl_closest: str = ""  # without an SDXL ControlNet: what comes closest
 
     def __post_init__(self) -> None:
         if not self.preprocessors:
             raise ValueError(f"modality {self.id!r} needs at least one preprocessor")
         if self.input_kind not in (INPUT_IMAGE, INPUT_CANVAS):
             raise ValueError(f"modality {self.id!r}: unknown input_kind {self.input_kind!r}")
+        if (self.sdxl_control_type is not None) != (self.sdxl_controlnet_id == SDXL_UNION_ID):
+            raise ValueError(f"modality {self.id!r}: the union ControlNet needs a control type")
 
     @property
     def default_preprocessor(self) -> str:
@@ -53,6 +70,10 @@ class Modality:
     def controlnet_for(self, family: str) -> str | None:
         """The hub id of this modality's ControlNet for a base family ("sd15" or "sdxl")."""
         return self.sdxl_controlnet_id if family == "sdxl" else self.controlnet_id
+
+    def control_type_for(self, family: str) -> int | None:
+        """The control type its map is read as, when the family's ControlNet is the union one."""
+        return self.sdxl_control_type if family == "sdxl" else None
 
 
 _HUB = "lllyasviel/"
@@ -72,6 +93,8 @@ _ENTRIES = (
         id="scribble",
         label="Scribble",
         controlnet_id=_HUB + "control_v11p_sd15_scribble",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["thick line"],
         controlnet_key="scribble",
         preprocessors=("scribble_threshold", "scribble_edges", "scribble_hed", "none"),
         description="A rough drawing, uploaded: dark lines on a light background (or white on black).",
@@ -81,6 +104,8 @@ _ENTRIES = (
         id="sketch",
         label="Sketch",
         controlnet_id=_HUB + "control_v11p_sd15_scribble",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["thick line"],
         controlnet_key="scribble",
         preprocessors=("sketch_canvas", "none"),
         description="Draw on the canvas (pick the brush in its left toolbar first: the canvas ignores "
@@ -92,6 +117,8 @@ _ENTRIES = (
         id="softedge",
         label="Soft edge",
         controlnet_id=_HUB + "control_v11p_sd15_softedge",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["thick line"],
         controlnet_key="softedge",
         preprocessors=("hed", "pidinet", "hed_safe", "pidinet_safe", "softedge_classical", "none"),
         description="Soft, HED-like edges of a photo: keeps the layout, frees the details.",
@@ -101,6 +128,8 @@ _ENTRIES = (
         id="mlsd",
         label="M-LSD lines",
         controlnet_id=_HUB + "control_v11p_sd15_mlsd",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["thin line"],
         controlnet_key="mlsd",
         preprocessors=("mlsd", "lines_hough", "none"),
         description="Straight line segments: architecture and interiors.",
@@ -120,6 +149,8 @@ _ENTRIES = (
         id="normal",
         label="Normal map",
         controlnet_id=_HUB + "control_v11p_sd15_normalbae",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["normal"],
         controlnet_key="normal",
         preprocessors=("normalbae", "normal_from_depth", "normal_midas", "none"),
         description="Surface normals: estimated from a photo, or computed from an uploaded depth map.",
@@ -129,6 +160,8 @@ _ENTRIES = (
         id="pose",
         label="Human pose",
         controlnet_id=_HUB + "control_v11p_sd15_openpose",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["openpose"],
         controlnet_key="pose",
         preprocessors=("openpose", "mediapipe_pose", "none"),
         description="An OpenPose skeleton: detected in a photo, or a preset pose drawn for you.",
@@ -138,6 +171,8 @@ _ENTRIES = (
         id="seg",
         label="Segmentation",
         controlnet_id=_HUB + "control_v11p_sd15_seg",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["segment"],
         controlnet_key="seg",
         preprocessors=("seg_upernet", "seg_palette_snap", "none"),
         description="A map of ADE20K classes in their colours: segmented from a photo or painted.",
@@ -148,6 +183,8 @@ _ENTRIES = (
         id="lineart",
         label="Lineart",
         controlnet_id=_HUB + "control_v11p_sd15_lineart",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["thin line"],
         controlnet_key="lineart",
         preprocessors=("lineart", "lineart_coarse", "lineart_standard", "none"),
         description="Line drawing of a photo (white lines on black), or an uploaded line drawing.",
@@ -157,6 +194,8 @@ _ENTRIES = (
         id="lineart_anime",
         label="Anime lineart",
         controlnet_id=_HUB + "control_v11p_sd15s2_lineart_anime",
+        sdxl_controlnet_id=SDXL_UNION_ID,
+        sdxl_control_type=UNION_CONTROL_TYPES["thin line"],
         controlnet_key="lineart_anime",
         preprocessors=("lineart_anime", "lineart_standard", "none"),
         description="Anime-style line art (this ControlNet works best with anime base models).",
@@ -166,6 +205,7 @@ _ENTRIES = (
         id="shuffle",
         label="Content shuffle",
         controlnet_id=_HUB + "control_v11e_sd15_shuffle",
+        sdxl_closest="an IP-Adapter, which takes a picture's style and colours (not in this app)",
         controlnet_key="shuffle",
         preprocessors=("shuffle", "none"),
         description="A shuffled photo: the result takes its colours and style, not its layout.",

@@ -33,6 +33,7 @@ from controlnet_core.families import (
     running_family,
 )
 from controlnet_core.hub import hub_offline, hub_reachable
+from controlnet_core.images import SDXL_NATIVE
 from controlnet_core.modalities import MODALITIES, Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import DTYPES, FEW_STEP_SCHEDULER, SCHEDULER_NAMES, Settings
@@ -364,13 +365,17 @@ class ModelManager:
     @property
     def compiles(self) -> bool:
         """Whether models run compiled (settings.compile; not the toy model, whose UNet the
-        training lab trains through, nor SDXL yet, whose added conditions the warm-up lacks)."""
-        return self.settings.compile and self._backend in ("real", "tiny") and self.family != SDXL
+        training lab trains through)."""
+        return self.settings.compile and self._backend in ("real", "tiny")
 
     @property
     def warm_up_size(self) -> int:
         """The image size compiled at load: the size a first request most likely asks for."""
-        return 64 if self._backend == "tiny" else min(512, self.settings.max_resolution)
+        if self._backend == "tiny":
+            return 64
+        if self.family == SDXL:
+            return min(SDXL_NATIVE, self.settings.max_resolution_sdxl)
+        return min(512, self.settings.max_resolution)
 
     def _compile_base(self, pipe, status: StatusCallback | None, rows: int = 2) -> None:
         """`pipe.unet` compiled and warmed up for `rows` rows a call (2: guidance on), in place;
@@ -579,7 +584,7 @@ class ModelManager:
         next time; the cache shrinks back to its size on a later load.
         """
         base = self.base(status)
-        key = modality.controlnet_key
+        key = self.controlnet_cache_key(modality)
         with self._cache_lock:
             cached = self._controlnets.get(key)
             if cached is not None:
@@ -606,8 +611,15 @@ class ModelManager:
                     del self._controlnets[old]
             return loaded
 
+    def controlnet_cache_key(self, modality: Modality) -> str:
+        """What the cache holds `modality`'s ControlNet under: the weights it loads, so that tabs
+        sharing one model (Scribble and Sketch; SDXL's union ControlNet) load it once."""
+        if self._backend == "real":
+            return modality.controlnet_for(self.family) or modality.controlnet_key
+        return modality.controlnet_key
+
     def _load_controlnet(self, modality: Modality, base, status: StatusCallback | None):
-        from diffusers import ControlNetModel
+        from diffusers import ControlNetModel, ControlNetUnionModel
 
         backend = self._backend
         if backend == "tiny":
@@ -632,22 +644,27 @@ class ModelManager:
             return model.to(self.device).eval(), f"toy:{folder.name}"
         source = modality.controlnet_for(self.family)
         if source is None:
+            closest = f" The closest is {modality.sdxl_closest}." if modality.sdxl_closest else ""
             others = [m.label for m in MODALITIES.values() if m.controlnet_for(self.family)]
             raise WeightsUnavailableError(
-                f"This app has no {FAMILY_LABELS[self.family]} ControlNet for {modality.label} "
-                f"yet; with an {FAMILY_LABELS[self.family]} base these tabs have one: "
+                f"This app has no {FAMILY_LABELS[self.family]} ControlNet for {modality.label}."
+                f"{closest} With an {FAMILY_LABELS[self.family]} base these tabs have one: "
                 f"{', '.join(others)}.",
                 "Or run an SD1.5 base model (--base-model), whose ControlNet 1.1 covers every tab.",
             )
+        # The union model serves several tabs, told apart by a control type (see sampling).
+        union = modality.control_type_for(self.family) is not None
+        loader = ControlNetUnionModel if union else ControlNetModel
         local = self._local_controlnet_folder(source)
-        single_file = None if local else self._local_controlnet_file(source)
+        # Original single files are SD1.5 ControlNet 1.1's layout; SDXL ones come as folders.
+        single_file = None if local or self.family == SDXL else self._local_controlnet_file(source)
         _say(status, f"Loading ControlNet {local or single_file or source} (first use only)…")
         try:
             if single_file is not None:
                 model = _controlnet_from_single_file(single_file, base.unet, modality, self.dtype)
             else:
                 model = _from_pretrained_local_first(
-                    ControlNetModel.from_pretrained,
+                    loader.from_pretrained,
                     str(local or source),
                     fetch=_fetch_model_files,
                     dtype=self.dtype,
@@ -656,9 +673,11 @@ class ModelManager:
             name = source.split("/")[-1]
             hint = (
                 f"download it into a folder and pass --controlnet-dir (or CONTROLNET_MODELS_DIR): "
-                f"the app looks for <dir>/{name}/config.json, or a single file <dir>/{name}.pth "
-                "or .safetensors as the A1111 extension keeps them"
+                f"the app looks for <dir>/{name}/config.json"
             )
+            if self.family != SDXL:
+                hint += f", or a single file <dir>/{name}.pth or .safetensors as the A1111 "
+                hint += "extension keeps them"
             raise WeightsUnavailableError(
                 _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
             ) from error

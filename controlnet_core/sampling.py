@@ -57,10 +57,26 @@ class Variant:
 
 @dataclass(frozen=True)
 class ControlUnit:
-    """A ControlNet and its control map (already at the output size)."""
+    """A ControlNet and its control map (already at the output size).
+
+    `control_type`: for a union ControlNet (diffusers' `ControlNetUnionModel`), which kind of map
+    this is (see `modalities.UNION_CONTROL_TYPES`). Units that share one union model run as one
+    call that reads all their maps, as diffusers' union pipeline runs several control images.
+    """
 
     model: torch.nn.Module
     image: Image.Image
+    control_type: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.control_type is None) == is_union(self.model):
+            raise ValueError("a union ControlNet needs a control_type, and only a union one")
+
+
+def is_union(model) -> bool:
+    """Whether `model` is a union ControlNet (one model for several kinds of map)."""
+    config = getattr(model, "config", None)
+    return config is not None and "num_control_type" in config
 
 
 def control_keep(step: int, total: int, start: float, end: float) -> float:
@@ -221,15 +237,11 @@ def _encode(pipe, prompt: str, negative_prompt: str, batch: int, do_cfg: bool, w
         prompt_embeds, negative_embeds = encoded
         return (torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds), None
     prompt_embeds, negative_embeds, pooled, negative_pooled = encoded
-    encoder_2 = getattr(pipe, "text_encoder_2", None)
-    projection = encoder_2.config.projection_dim if encoder_2 is not None else pooled.shape[-1]
-    time_ids = pipe._get_add_time_ids(
-        (height, width),
-        (0, 0),
-        (height, width),
-        dtype=prompt_embeds.dtype,
-        text_encoder_projection_dim=int(projection),
-    ).to(device)
+    # (original height, width, crop top, left, target height, width), as diffusers'
+    # `_get_add_time_ids` lists them (made here: that reads the UNet's layers, which a compiled
+    # UNet does not expose).
+    time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=prompt_embeds.dtype)
+    time_ids = time_ids.to(device)
     if do_cfg:
         prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
         pooled = torch.cat([negative_pooled, pooled])
@@ -306,6 +318,22 @@ def _prepare_control_image(pipe, image, width, height, device, dtype) -> torch.T
     return tensor.to(device=device, dtype=dtype)
 
 
+def _control_calls(units: Sequence[ControlUnit]) -> list[list[int]]:
+    """The units' indices grouped into ControlNet calls: one per unit, except that the units of one
+    union model make one call together (it fuses their maps before its encoder)."""
+    calls: list[list[int]] = []
+    union_call: dict[int, list[int]] = {}
+    for k, unit in enumerate(units):
+        if unit.control_type is None:
+            calls.append([k])
+        elif id(unit.model) in union_call:
+            union_call[id(unit.model)].append(k)
+        else:
+            union_call[id(unit.model)] = [k]
+            calls.append(union_call[id(unit.model)])
+    return calls
+
+
 def _control_residuals(
     units: Sequence[ControlUnit],
     control_images: Sequence[torch.Tensor],
@@ -322,58 +350,103 @@ def _control_residuals(
     guess_mode: bool,
     soft: bool,
 ):
-    """Summed ControlNet residuals for the UNet batch, or (None, None) when no ControlNet acts."""
+    """Summed ControlNet residuals for the UNet batch, or (None, None) when no ControlNet acts.
+
+    A ControlNet's residuals are linear in its strength, so one call serves variants of different
+    strengths, each row scaled after. A union model reading several maps is not: it weighs each
+    map inside by its strength (as diffusers' union pipeline does), so it runs once per distinct
+    set of strengths. A variant whose every strength is 0 at this step skips the call (diffusers'
+    union pipeline would still add the model's output for the latents alone).
+    """
     batch = len(variants)
     rows = 2 * batch if do_cfg else batch
     down_sum: list[torch.Tensor] | None = None
     mid_sum: torch.Tensor | None = None
-    for k, (unit, image) in enumerate(zip(units, control_images, strict=True)):
-        scales = [
-            v.units[k].conditioning_scale
-            * control_keep(index, total, v.units[k].guidance_start, v.units[k].guidance_end)
+    for call in _control_calls(units):
+        strengths = [
+            tuple(
+                v.units[k].conditioning_scale
+                * control_keep(index, total, v.units[k].guidance_start, v.units[k].guidance_end)
+                for k in call
+            )
             for v in variants
         ]
-        active = [b for b, s in enumerate(scales) if s != 0.0]
-        if not active:
-            continue
-        if do_cfg and not cond_only:
-            target_rows = active + [batch + b for b in active]
-        elif do_cfg:
-            target_rows = [batch + b for b in active]
+        if len(call) == 1:  # linear: one call, rows scaled after
+            groups = {(1.0,): [b for b, s in enumerate(strengths) if s[0] != 0.0]}
+            after = [s[0] for s in strengths]
         else:
-            target_rows = active
-        sample_in = scaled[[r % batch for r in target_rows]]
-        embeds = text[target_rows]
-        cond = image.expand(len(target_rows), -1, -1, -1)
-        rows_added = None
-        if added is not None:
-            rows_added = {name: value[target_rows] for name, value in added.items()}
-        down, mid = unit.model(
-            sample_in,
-            t,
-            encoder_hidden_states=embeds,
-            controlnet_cond=cond,
-            conditioning_scale=1.0,
-            guess_mode=guess_mode,
-            added_cond_kwargs=rows_added,
-            return_dict=False,
-        )
-        factor = torch.tensor(
-            [scales[r % batch] for r in target_rows], device=mid.device, dtype=mid.dtype
-        ).view(-1, 1, 1, 1)
-        weights = soft_weights(len(down) + 1) if soft else [1.0] * (len(down) + 1)
-        residuals = [*down, mid]
-        placed = []
-        for residual, weight in zip(residuals, weights, strict=True):
-            value = residual * factor if weight == 1.0 else residual * factor * weight
-            full = torch.zeros(
-                (rows, *residual.shape[1:]), device=residual.device, dtype=residual.dtype
+            groups = {}
+            for b, s in enumerate(strengths):
+                if any(s):
+                    groups.setdefault(s, []).append(b)
+            after = [1.0] * batch
+        for inside, active in groups.items():
+            if not active:
+                continue
+            if do_cfg and not cond_only:
+                target_rows = active + [batch + b for b in active]
+            elif do_cfg:
+                target_rows = [batch + b for b in active]
+            else:
+                target_rows = active
+            down, mid = _call_controlnet(
+                [units[k] for k in call],
+                [control_images[k] for k in call],
+                list(inside),
+                scaled[[r % batch for r in target_rows]],
+                text[target_rows],
+                {name: value[target_rows] for name, value in added.items()} if added else None,
+                t,
+                guess_mode,
             )
-            full[target_rows] = value
-            placed.append(full)
-        if down_sum is None:
-            down_sum, mid_sum = placed[:-1], placed[-1]
-        else:
-            down_sum = [a + b for a, b in zip(down_sum, placed[:-1], strict=True)]
-            mid_sum = mid_sum + placed[-1]
+            factor = torch.tensor(
+                [after[r % batch] for r in target_rows], device=mid.device, dtype=mid.dtype
+            ).view(-1, 1, 1, 1)
+            weights = soft_weights(len(down) + 1) if soft else [1.0] * (len(down) + 1)
+            placed = []
+            for residual, weight in zip([*down, mid], weights, strict=True):
+                value = residual * factor if weight == 1.0 else residual * factor * weight
+                full = torch.zeros(
+                    (rows, *residual.shape[1:]), device=residual.device, dtype=residual.dtype
+                )
+                full[target_rows] = value
+                placed.append(full)
+            if down_sum is None:
+                down_sum, mid_sum = placed[:-1], placed[-1]
+            else:
+                down_sum = [a + b for a, b in zip(down_sum, placed[:-1], strict=True)]
+                mid_sum = mid_sum + placed[-1]
     return down_sum, mid_sum
+
+
+def _call_controlnet(units, images, strengths, sample_in, embeds, added, t, guess_mode):
+    """One ControlNet call on the rows given; a union model reads all `images`, each weighed by
+    its strength inside (with one map it scales its output, and strength 1 is passed)."""
+    model = units[0].model
+    rows = len(sample_in)
+    extra: dict = {}
+    if units[0].control_type is not None:
+        types = [unit.control_type for unit in units]
+        control_type = torch.zeros(model.config.num_control_type, dtype=embeds.dtype)
+        control_type[types] = 1
+        extra = {
+            "control_type": control_type.to(embeds.device).expand(rows, -1),
+            "control_type_idx": types,
+        }
+        images = [image.expand(rows, -1, -1, -1) for image in images]
+        cond: object = images
+        scale: object = strengths if len(units) > 1 else 1.0
+    else:
+        cond = images[0].expand(rows, -1, -1, -1)
+        scale = 1.0
+    return model(
+        sample_in,
+        t,
+        encoder_hidden_states=embeds,
+        controlnet_cond=cond,
+        conditioning_scale=scale,
+        guess_mode=guess_mode,
+        added_cond_kwargs=added,
+        return_dict=False,
+        **extra,
+    )

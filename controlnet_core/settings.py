@@ -47,6 +47,8 @@ class Settings:
     "toy" runs the small model trained in this repo; "tiny" runs random SD1.5-shaped weights (tests);
     "auto" uses real weights when they can be loaded and falls back to the toy model otherwise.
     Limits (see LIMITS) are checked on construction: a value out of range raises `SettingError`.
+    max_resolution caps a request's short side; with an SDXL base, whose sizes are its trained
+    aspect buckets around 1024², max_resolution_sdxl caps the side of a square of the same area;
     max_upload_mb caps one uploaded file; max_image_pixels caps an image's width × height, read from
     its header before decoding; cache_max_age (seconds) is how old an output or upload file may get
     before the sweeper, which runs every cache_sweep_interval seconds, deletes it;
@@ -75,6 +77,7 @@ class Settings:
     port: int = 7860
     share: bool = False
     max_resolution: int = 768
+    max_resolution_sdxl: int = 1024
     max_images: int = 4
     max_steps: int = 50
     max_cached_controlnets: int = 3
@@ -158,6 +161,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 LIMITS: dict[str, Limit] = {
     "port": Limit(1, 65535),
     "max_resolution": Limit(64, HARD_MAX_RESOLUTION, multiple=64),
+    "max_resolution_sdxl": Limit(64, HARD_MAX_RESOLUTION, multiple=64),
     "max_images": Limit(1, HARD_MAX_IMAGES),
     "max_steps": Limit(1, HARD_MAX_STEPS),
     "max_cached_controlnets": Limit(1),
@@ -217,6 +221,7 @@ ENV_VARS: dict[str, str] = {
     "port": "CONTROLNET_PORT",
     "share": "CONTROLNET_SHARE",
     "max_resolution": "CONTROLNET_MAX_RESOLUTION",
+    "max_resolution_sdxl": "CONTROLNET_MAX_RESOLUTION_SDXL",
     "max_images": "CONTROLNET_MAX_IMAGES",
     "max_steps": "CONTROLNET_MAX_STEPS",
     "max_cached_controlnets": "CONTROLNET_MAX_CACHED_CONTROLNETS",
@@ -370,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("port")
     add("share", "gradio share link")
     add("max_resolution", "largest short side of a request, in pixels")
+    add("max_resolution_sdxl", "with an SDXL base: largest side of a square of a request's area")
     add("max_images", "images per request")
     add("max_steps", "denoising steps per request")
     add("max_cached_controlnets", "ControlNets kept in memory")

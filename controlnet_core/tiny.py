@@ -203,6 +203,39 @@ def tiny_controlnet(unet, key: str):
     return controlnet.eval().requires_grad_(False)
 
 
+def tiny_union_controlnet(unet, seed: int = 0):
+    """A union ControlNet (diffusers' `ControlNetUnionModel`, one model for several kinds of map)
+    cloned from a tiny `unet` with seeded non-zero output layers, so that both the maps and their
+    control types change the image. Built from the UNet's config: diffusers' `from_unet` sizes the
+    maps' fusing transformer for SDXL's 320 channels, which a tiny UNet does not have."""
+    import inspect
+
+    from diffusers import ControlNetUnionModel
+
+    accepted = inspect.signature(ControlNetUnionModel.__init__).parameters
+    config = {key: value for key, value in unet.config.items() if key in accepted}
+    width = unet.config.block_out_channels[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        controlnet = ControlNetUnionModel(
+            **config,
+            conditioning_embedding_out_channels=(8, 16, 16, 32),
+            num_trans_channel=width,
+            num_trans_head=2,
+            num_proj_channel=width,
+        )
+    for part in ("conv_in", "time_proj", "time_embedding", "add_time_proj", "add_embedding"):
+        getattr(controlnet, part).load_state_dict(getattr(unet, part).state_dict())
+    controlnet.down_blocks.load_state_dict(unet.down_blocks.state_dict(), strict=False)
+    controlnet.mid_block.load_state_dict(unet.mid_block.state_dict(), strict=False)
+    randomize_control_outputs(controlnet, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for weight in controlnet.spatial_ch_projs.parameters():
+            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.05)
+    return controlnet.eval().requires_grad_(False)
+
+
 TINY_FEW_STEP_LORA_ID = "tiny:few-step-lora"
 
 # The layers LCM-LoRA adapts in SD1.5's UNet (attention projections, feed-forwards, the

@@ -221,7 +221,12 @@ def sampling_fields(engine: Engine, with_num_images: bool) -> list[FormField]:
                 target="num_images",
             )
         )
-    label = "Resolution (short side)"
+    # On SDXL a size is one of its trained aspect buckets, scaled to this side's square's area.
+    label = (
+        "Resolution (pixels ≈ this², SDXL sizes)"
+        if engine.sizes_by_area
+        else "Resolution (short side)"
+    )
     fields += [
         FormField(
             "resolution",

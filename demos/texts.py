@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlnet_core import Engine, WeightsUnavailableError, get_modality, get_preprocessor
+from controlnet_core.modalities import UNION_CONTROL_TYPES
 
 TOY_PROMPT = "a red star and a blue circle on a white background"
 
@@ -18,7 +19,12 @@ BACKEND_NOTES = {
     "otherwise.",
     "tiny": "Tiny random weights: the real code path for tests; the images are noise.",
 }
-SDXL_NOTE = "SDXL + its ControlNets (diffusers' canny and depth SDXL ControlNets)."
+SDXL_NOTE = (
+    "SDXL + its ControlNets: diffusers' Canny and Depth SDXL ControlNets, and xinsir's union "
+    "ControlNet for the other maps."
+)
+
+UNION_TYPE_NAMES = {number: name for name, number in UNION_CONTROL_TYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,22 @@ def backend_note(engine: Engine, modality_id: str | None = None, hardware: bool 
     note = BACKEND_NOTES.get(engine.backend, "")
     if engine.backend == "real" and engine.family == "sdxl":
         note = SDXL_NOTE
-        if modality_id is not None and not can_generate(engine, modality_id):
-            label = get_modality(modality_id).label
-            return (
-                f"SDXL base: this app has no SDXL ControlNet for {label} yet (Canny and Depth "
-                "have one). Preview map works; an SD1.5 base covers this tab."
-            )
+        if modality_id is not None:
+            modality = get_modality(modality_id)
+            if not can_generate(engine, modality_id):
+                closest = (
+                    f" The closest is {modality.sdxl_closest}." if modality.sdxl_closest else ""
+                )
+                return (
+                    f"SDXL base: this app has no SDXL ControlNet for {modality.label}.{closest} "
+                    "Preview map works; an SD1.5 base covers this tab."
+                )
+            control_type = modality.control_type_for("sdxl")
+            if control_type is not None:
+                note = (
+                    f"SDXL + xinsir's union ControlNet, which reads this map as its "
+                    f"“{UNION_TYPE_NAMES[control_type]}” type."
+                )
     if modality_id is None or can_generate(engine, modality_id):
         return f"{note} Running on {engine.device_summary()}." if hardware else note
     modality = get_modality(modality_id)

@@ -4,19 +4,26 @@ with its ControlNet loaded from local folders through the same code as real weig
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from diffusers import (
     ControlNetModel,
     StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLControlNetUnionPipeline,
     StableDiffusionXLPipeline,
 )
 from PIL import Image
 
-from controlnet_core import Engine, GenerationRequest, Settings
+from controlnet_core import Engine, GenerationRequest, Settings, get_modality
 from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, is_sdxl, sample
-from controlnet_core.tiny import randomize_control_outputs, tiny_sdxl_pipeline
+from controlnet_core.tiny import (
+    randomize_control_outputs,
+    tiny_sdxl_pipeline,
+    tiny_union_controlnet,
+)
 
 PROMPT, NEGATIVE, STEPS, SIZE, SEED = "a red square", "blurry", 3, 64, 5
 
@@ -102,6 +109,8 @@ def saved_sdxl(tmp_path_factory, models):
     root = tmp_path_factory.mktemp("sdxl")
     pipe.save_pretrained(root / "sdxl-base")
     controlnet.save_pretrained(root / "controlnets" / "controlnet-canny-sdxl-1.0")
+    union = tiny_union_controlnet(pipe.unet, seed=3)
+    union.save_pretrained(root / "controlnets" / "controlnet-union-sdxl-1.0")
     return root
 
 
@@ -126,7 +135,7 @@ def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_i
     engine = sdxl_engine(saved_sdxl)
     assert engine.family == "sdxl" and not engine.has_few_step()
     assert engine.has_controlnet("canny") and engine.has_controlnet("depth")
-    assert not engine.has_controlnet("scribble")
+    assert engine.has_controlnet("scribble") and not engine.has_controlnet("shuffle")
     request = GenerationRequest(
         modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE, seed=3
     )
@@ -161,11 +170,14 @@ def test_a_tab_without_an_sdxl_controlnet_says_which_have_one(saved_sdxl, square
     from demos.texts import backend_note
 
     engine = sdxl_engine(saved_sdxl)
-    assert "no SDXL ControlNet for Scribble" in backend_note(engine, "scribble", hardware=False)
+    note = backend_note(engine, "shuffle", hardware=False)
+    assert "no SDXL ControlNet for Content shuffle. The closest is an IP-Adapter" in note
+    assert "reads this map as its “thick line” type" in backend_note(engine, "scribble", False)
     with pytest.raises(WeightsUnavailableError) as caught:
-        engine.generate(GenerationRequest(modality="scribble", prompt=PROMPT), square_image)
+        engine.generate(GenerationRequest(modality="shuffle", prompt=PROMPT), square_image)
     message = str(caught.value)
-    assert "no SDXL ControlNet for Scribble" in message and "Canny, Depth" in message
+    assert "no SDXL ControlNet for Content shuffle" in message
+    assert "Canny, Scribble, Sketch" in message and "Anime lineart." in message
     with pytest.raises(FieldError, match="Fast mode runs SD1.5 bases only"):
         engine.generate(
             GenerationRequest(modality="canny", prompt=PROMPT, scheduler="LCM", resolution=SIZE),
@@ -245,3 +257,110 @@ def test_guess_mode_gives_the_controlnet_its_conditional_rows_as_diffusers_does(
         output_type="np",
     ).images[0]
     assert np.abs(images[0] - expected).max() <= 1e-3
+
+
+def test_the_union_controlnet_serves_its_tabs_loaded_once(saved_sdxl, square_image):
+    """Scribble and Human pose on an SDXL base load xinsir's union ControlNet (from
+    --controlnet-dir, by its hub name) once for both, each tab's map read as its control type; an
+    image equals diffusers' union pipeline with that control type."""
+    from diffusers import ControlNetUnionModel, UniPCMultistepScheduler
+
+    from controlnet_core.modalities import SDXL_UNION_ID, UNION_CONTROL_TYPES
+
+    engine = sdxl_engine(saved_sdxl)
+    request = GenerationRequest(
+        modality="scribble",
+        preprocessor="none",
+        prompt=PROMPT,
+        steps=STEPS,
+        resolution=SIZE,
+        seed=3,
+    )
+    result = engine.generate(request, square_image)
+    assert result.recipe["controlnet_model"] == SDXL_UNION_ID
+    pose = engine.generate(replace(request, modality="pose"), square_image)
+    assert engine.manager.loads[f"controlnet:{SDXL_UNION_ID}"] == 1
+    assert np.abs(pose.arrays[0] - result.arrays[0]).mean() > 1e-3  # another control type
+
+    reference = StableDiffusionXLControlNetUnionPipeline.from_pretrained(
+        saved_sdxl / "sdxl-base",
+        controlnet=ControlNetUnionModel.from_pretrained(
+            saved_sdxl / "controlnets" / "controlnet-union-sdxl-1.0"
+        ),
+    )
+    reference.scheduler = UniPCMultistepScheduler.from_config(reference.scheduler.config)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference(
+        PROMPT,
+        negative_prompt=request.negative_prompt or None,
+        control_image=[Image.fromarray(square_image)],
+        control_mode=[UNION_CONTROL_TYPES["thick line"]],
+        num_inference_steps=STEPS,
+        guidance_scale=request.guidance_scale,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images[0]
+    assert np.abs(result.arrays[0] - expected).max() <= 1e-3
+
+
+def test_combine_feeds_several_maps_to_the_one_union_model(saved_sdxl, square_image):
+    """Combine on SDXL: Canny (its own SDXL ControlNet) + Scribble + Human pose (both the union
+    model, one call for both maps); a comparison's plain half skips them all."""
+    from controlnet_core import ControlSpec
+
+    engine = sdxl_engine(saved_sdxl)
+    union = engine.manager.controlnet(get_modality("scribble")).model
+    calls = []
+    hook = union.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append((args[0], kwargs)), with_kwargs=True
+    )
+    request = GenerationRequest(
+        modality="canny",
+        preprocessor="none",
+        prompt=PROMPT,
+        steps=STEPS,
+        resolution=SIZE,
+        extra_controls=(
+            ControlSpec("scribble", "none", conditioning_scale=0.8),
+            ControlSpec("pose", "none", conditioning_scale=0.5),
+        ),
+    )
+    try:
+        result = engine.compare(request, square_image, extra_images=[square_image, square_image])
+    finally:
+        hook.remove()
+    assert len(calls) == STEPS
+    rows, options = calls[0]
+    assert options["control_type_idx"] == [2, 0] and options["conditioning_scale"] == [0.8, 0.5]
+    assert len(rows) == 2  # the controlled half's rows only (with CFG: 2 rows)
+    assert np.abs(result.arrays[0] - result.arrays[1]).mean() > 1e-3
+
+
+def test_sdxl_sizes_are_its_trained_buckets_capped_by_its_own_limit(saved_sdxl):
+    """On SDXL `resolution` is the side of a square of the output's area and the aspect snaps to
+    SDXL's trained buckets (a short side of 1024 on a 4:3 photo would ask 1.4× its pixels); the
+    cap is --max-resolution-sdxl, not SD1.5's --max-resolution."""
+    from controlnet_core.images import SDXL_BUCKETS, sdxl_size
+
+    photo = np.zeros((480, 640, 3), dtype=np.uint8)  # 4:3 landscape
+    engine = Engine(
+        Settings(
+            backend="real",
+            base_model=str(saved_sdxl / "sdxl-base"),
+            max_resolution=512,
+            max_resolution_sdxl=1024,
+        )
+    )
+    assert engine.resolution_range() == (64, 1024)
+    assert engine.control_map("canny", photo, "none", resolution=1024).shape == (896, 1152, 3)
+    assert engine.output_size(480, 640, 1024) == (896, 1152)  # portrait swaps
+    assert engine.output_size(3000, 1000, 1024) == (1536, 640)  # the widest bucket
+    for width, height in SDXL_BUCKETS:
+        assert sdxl_size(width, height, 1024) == (width, height)
+        area = np.prod(sdxl_size(width, height, 768))
+        assert abs(area / 768**2 - 1) < 0.12
+    sd15 = Engine(Settings(backend="tiny", max_resolution=512, max_resolution_sdxl=1024))
+    assert sd15.resolution_range() == (64, 512)
+    assert sd15.output_size(640, 480, 512) == (704, 512)  # SD1.5: the short side

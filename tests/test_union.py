@@ -1,0 +1,167 @@
+"""The union ControlNet (one SDXL model for several kinds of map, told which by a control type):
+the batched sampler against diffusers' `StableDiffusionXLControlNetUnionPipeline`, with one map
+and with several maps fed to the one model, on tiny SDXL-shaped models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionXLControlNetUnionPipeline
+from PIL import Image
+
+from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, sample
+from controlnet_core.tiny import tiny_sdxl_pipeline, tiny_union_controlnet
+
+PROMPT, NEGATIVE, STEPS, SIZE, SEED = "a red square", "blurry", 3, 64, 5
+
+
+@pytest.fixture(scope="module")
+def models():
+    pipe = tiny_sdxl_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, tiny_union_controlnet(pipe.unet, seed=3)
+
+
+@pytest.fixture
+def maps(square_image):
+    lines = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    lines[::8] = 255
+    return Image.fromarray(square_image), Image.fromarray(lines)
+
+
+def run(pipe, units, variants, **options):
+    config = pipe.scheduler.config
+    images, _ = sample(
+        pipe,
+        units,
+        variants,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        steps=STEPS,
+        width=SIZE,
+        height=SIZE,
+        scheduler_factory=lambda: type(pipe.scheduler).from_config(config),
+        **options,
+    )
+    return images
+
+
+def diffusers_union(pipe, union, images, modes, **options):
+    reference = StableDiffusionXLControlNetUnionPipeline.from_pipe(pipe, controlnet=union)
+    reference.set_progress_bar_config(disable=True)
+    return reference(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        control_image=list(images),
+        control_mode=list(modes),
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="np",
+        **options,
+    ).images[0]
+
+
+def test_one_map_equals_diffusers_union_pipeline_and_its_type_matters(models, maps):
+    """A tab on the union model: its map read as its control type; strength, start and end as
+    diffusers applies them. Another control type gives another image (the type is read)."""
+    pipe, union = models
+    settings = UnitSettings(0.7, 0.0, 0.67)
+    images = run(
+        pipe,
+        [ControlUnit(union, maps[0], control_type=3)],
+        [Variant(SEED, (UnitSettings(0.0),)), Variant(SEED, (settings,))],
+    )
+    expected = diffusers_union(
+        pipe,
+        union,
+        [maps[0]],
+        [3],
+        controlnet_conditioning_scale=0.7,
+        control_guidance_end=0.67,
+    )
+    assert np.abs(images[1] - expected).max() <= 1e-3
+    assert np.abs(images[0] - expected).mean() > 1e-3  # the plain half differs: control shows
+    other_type = run(
+        pipe, [ControlUnit(union, maps[0], control_type=1)], [Variant(SEED, (settings,))]
+    )
+    assert np.abs(other_type[0] - images[1]).mean() > 1e-3
+
+
+def test_several_maps_feed_one_union_call_as_diffusers_does(models, maps):
+    """Combine on the union model: both maps go into one call, each weighed by its strength inside
+    the model (not a sum of two runs); equal to diffusers' union pipeline with two control images,
+    their strengths and their windows."""
+    pipe, union = models
+    calls = []
+    union.register_forward_hook(lambda *_: calls.append(1))
+    images = run(
+        pipe,
+        [
+            ControlUnit(union, maps[0], control_type=3),
+            ControlUnit(union, maps[1], control_type=5),
+        ],
+        [Variant(SEED, (UnitSettings(0.8, 0.0, 1.0), UnitSettings(0.5, 0.34, 1.0)))],
+    )
+    assert len(calls) == STEPS  # one call a step for both maps
+    expected = diffusers_union(
+        pipe,
+        union,
+        maps,
+        [3, 5],
+        controlnet_conditioning_scale=[0.8, 0.5],
+        control_guidance_start=[0.0, 0.34],
+        control_guidance_end=[1.0, 1.0],
+    )
+    assert np.abs(images[0] - expected).max() <= 1e-3
+
+
+def test_a_union_sweep_and_comparison_equal_their_single_runs(models, maps):
+    """Variants of different strengths share the steps; with two maps the model runs once per
+    distinct pair of strengths, so each image equals its run alone, and the plain half skips it."""
+    pipe, union = models
+    units = [
+        ControlUnit(union, maps[0], control_type=3),
+        ControlUnit(union, maps[1], control_type=5),
+    ]
+    pairs = [(0.0, 0.0), (0.5, 1.0), (1.0, 1.0)]
+
+    def variant(pair):
+        return Variant(SEED, tuple(UnitSettings(scale) for scale in pair))
+
+    together = run(pipe, units, [variant(pair) for pair in pairs], guess_mode=True)
+    for index, pair in enumerate(pairs):
+        alone = run(pipe, units, [variant(pair)], guess_mode=True)[0]
+        np.testing.assert_allclose(together[index], alone, atol=1e-4)
+    plain = run(pipe, [], [Variant(SEED, ())], guess_mode=True)[0]
+    np.testing.assert_allclose(together[0], plain, atol=1e-5)
+
+
+def test_a_control_type_goes_with_a_union_model_only(models, maps):
+    pipe, union = models
+    with pytest.raises(ValueError, match="union ControlNet needs a control_type"):
+        ControlUnit(union, maps[0])
+
+
+def test_the_compiled_path_runs_sdxl_and_the_union_model(models, maps):
+    """`--compile` on SDXL: the warm-up gives the UNet and the union ControlNet SDXL's added
+    conditions and a control type, and calls padded to a batch bucket (3 variants: 6 rows into
+    the 8-row graph) give the eager images (dynamo's eager backend: the wrapping, not Inductor)."""
+    from controlnet_core.compiled import Compiled, warm_up
+
+    pipe, union = models
+    units = [ControlUnit(union, maps[0], control_type=3)]
+    variants = [Variant(SEED, (UnitSettings(scale),)) for scale in (0.0, 0.5, 1.0)]
+    expected = run(pipe, units, variants)
+    eager_unet = pipe.unet
+    try:
+        pipe.unet = Compiled(eager_unet, backend="eager")
+        compiled_union = Compiled(union, backend="eager")
+        warm_up(pipe.unet, compiled_union, SIZE)
+        got = run(pipe, [ControlUnit(compiled_union, maps[0], control_type=3)], variants)
+    finally:
+        pipe.unet = eager_unet
+    np.testing.assert_allclose(got, expected, atol=1e-4)
