@@ -584,6 +584,10 @@ class Engine:
         }
         if few_step is not None:
             facts["few_step_lora"] = few_step.lora_id
+        if self.settings.vae and self.backend == "real":
+            from controlnet_core.models import shown_source
+
+            facts["vae"] = shown_source(self.settings.vae)
         return facts
 
 

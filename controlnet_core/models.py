@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -239,10 +240,16 @@ def _fetch_model_files(repo_id: str) -> None:
         hf_hub_download(repo_id, "diffusion_pytorch_model.bin")
 
 
+# An absolute path in a loader's message (the server's folders, the hub cache's): its last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"]+)+/([^\s/'\"]+)")
+
+
 def _missing_weights_message(what: str, model_id: str, error: Exception, hint: str) -> str:
+    """What could not be loaded and why, then how to provide it; models by name, not by path."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = _ABSOLUTE_PATH.sub(r"\1", reason.replace(model_id, shown_source(model_id)))
     return (
-        f"The {what} weights '{model_id}' could not be loaded ({reason[:300]}).\n"
+        f"The {what} weights '{shown_source(model_id)}' could not be loaded ({reason[:300]}).\n"
         f"Provide them in one of these ways:\n"
         f"  • allow access to the Hugging Face hub (the weights are downloaded once and cached);\n"
         f"  • {hint};\n"
@@ -477,6 +484,8 @@ class ModelManager:
         extra = {}
         if not self.settings.safety_checker and not sdxl:  # SDXL ships no safety checker
             extra = {"safety_checker": None, "requires_safety_checker": False}
+        if self.settings.vae:
+            extra["vae"] = self._load_vae(status)
         _say(status, f"Loading base model {source} (first use only)…")
         try:
             if source.lower().endswith(SINGLE_FILE_SUFFIXES):
@@ -517,6 +526,22 @@ class ModelManager:
         keep_vae_float32(pipe, self._family)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.device)
+
+    def _load_vae(self, status: StatusCallback | None):
+        """The VAE settings.vae names (a hub id or a diffusers folder), in the weights' dtype."""
+        from diffusers import AutoencoderKL
+
+        source = self.settings.vae
+        _say(status, f"Loading the VAE {shown_source(source)} (first use only)…")
+        try:
+            return _from_pretrained_local_first(
+                AutoencoderKL.from_pretrained, source, fetch=_fetch_model_files, dtype=self.dtype
+            )
+        except Exception as error:
+            hint = "download it into a folder and point --vae (or CONTROLNET_VAE) at it"
+            raise WeightsUnavailableError(
+                _missing_weights_message("VAE", source, error, hint)
+            ) from error
 
     # --- few-step mode --------------------------------------------------------------------------
 
@@ -763,18 +788,27 @@ def drop_hooks(model) -> None:
 
 def keep_vae_float32(pipe, family: str) -> None:
     """SDXL's VAE overflows in float16: loaded in float16, it moves to float32 for good (diffusers
-    upcasts it around each decode, which would change a VAE other requests are using). SD1.5's
-    VAE is fine in float16, whatever its config's force_upcast default says."""
+    upcasts it around each decode, which would change a VAE other requests are using), unless its
+    config says it need not (force_upcast false: madebyollin/sdxl-vae-fp16-fix, fine-tuned not to
+    overflow). SD1.5's VAE is fine in float16, whatever its config's force_upcast default says."""
     import torch
 
-    if family == SDXL and pipe.vae.dtype == torch.float16:
+    if family == SDXL and pipe.vae.dtype == torch.float16 and vae_overflows(pipe.vae):
         pipe.vae.to(dtype=torch.float32)
+
+
+def vae_overflows(vae) -> bool:
+    """Whether an SDXL VAE must not decode in float16 (its config's force_upcast, true unless a
+    VAE was fine-tuned for float16)."""
+    return bool(getattr(vae.config, "force_upcast", True))
 
 
 def shown_source(source: str) -> str:
     """A model's name as a public page may show it: a hub id as it is, a local path by its last
     part (the server's folders are nobody's business)."""
-    return Path(source).name if Path(source).exists() else source
+    path = Path(source)
+    local = path.exists() or path.is_absolute() or source.startswith((".", "~"))
+    return path.name if local or source.count("/") > 1 else source
 
 
 def _announce(status: StatusCallback | None, message: str) -> None:

@@ -251,9 +251,10 @@ def _encode(pipe, prompt: str, negative_prompt: str, batch: int, do_cfg: bool, w
 def _decode(pipe, latents: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray, list[bool]]:
     """The final latents through the full VAE (and the safety checker, when the pipe has one)."""
     vae = pipe.vae
-    if is_sdxl(pipe.unet) and vae.dtype == torch.float16:
-        # SDXL's VAE overflows in float16 (models.keep_vae_float32 keeps it in float32);
-        # diffusers upcasts it around the decode, which would change a VAE others share.
+    if is_sdxl(pipe.unet) and vae.dtype == torch.float16 and vae.config.force_upcast:
+        # SDXL's VAE overflows in float16 (models.keep_vae_float32 keeps it in float32, unless
+        # it is one fine-tuned for float16); diffusers upcasts it around the decode, which would
+        # change a VAE others share.
         raise ValueError("SDXL's VAE overflows in float16: keep it in float32 (or bfloat16)")
     # The VAE may run in another dtype than the UNet (SDXL's stays float32 where float16 overflows).
     latents = latents.to(vae.dtype)

@@ -57,7 +57,8 @@ class Settings:
     low_vram decodes the images one at a time and in tiles (the VAE's peak memory, the largest of a
     run at high resolutions and in sweeps, no longer grows with them);
     few_step_lora is the LoRA (hub id, local folder or .safetensors file) that the LCM sampler's
-    few-step mode fuses into a copy of the UNet;
+    few-step mode fuses into a copy of the UNet; vae replaces the base model's VAE (hub id or local
+    folder; "" keeps its own), e.g. madebyollin/sdxl-vae-fp16-fix, which SDXL runs in float16;
     preview_concurrency is how many map previews and recipe loads run at once; hosted says the app is
     served to the public (Spaces); mcp serves gradio's MCP server next to the app.
     """
@@ -70,6 +71,7 @@ class Settings:
     dtype: str = "auto"
     scheduler: str = "UniPC"
     few_step_lora: str = DEFAULT_FEW_STEP_LORA
+    vae: str = ""
     compile: bool = False
     low_vram: bool = False
     safety_checker: bool = True
@@ -214,6 +216,7 @@ ENV_VARS: dict[str, str] = {
     "dtype": "CONTROLNET_DTYPE",
     "scheduler": "CONTROLNET_SCHEDULER",
     "few_step_lora": "CONTROLNET_FEW_STEP_LORA",
+    "vae": "CONTROLNET_VAE",
     "compile": "CONTROLNET_COMPILE",
     "low_vram": "CONTROLNET_LOW_VRAM",
     "safety_checker": "CONTROLNET_SAFETY_CHECKER",
@@ -369,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
         "few_step_lora",
         "few-step LoRA for the LCM sampler (Fast mode, 4-8 steps): hub id, local diffusers "
         "LoRA folder, or a .safetensors file",
+    )
+    add(
+        "vae",
+        "a VAE to use instead of the base model's (hub id or local folder), e.g. "
+        "madebyollin/sdxl-vae-fp16-fix, which lets SDXL's VAE run in float16 on a GPU",
     )
     add("safety_checker", "run the base model's NSFW safety checker when it has one")
     add("host", "address to listen on; 0.0.0.0 serves a network")

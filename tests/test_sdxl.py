@@ -364,3 +364,81 @@ def test_sdxl_sizes_are_its_trained_buckets_capped_by_its_own_limit(saved_sdxl):
     sd15 = Engine(Settings(backend="tiny", max_resolution=512, max_resolution_sdxl=1024))
     assert sd15.resolution_range() == (64, 512)
     assert sd15.output_size(640, 480, 512) == (704, 512)  # SD1.5: the short side
+
+
+def test_a_vae_of_its_own_replaces_the_base_models_and_is_named_in_the_recipe(
+    saved_sdxl, square_image, tmp_path
+):
+    """--vae (as madebyollin/sdxl-vae-fp16-fix is used): the base loads with that VAE, the image
+    is decoded by it (equal to diffusers' pipeline given that VAE), the recipe names it; a VAE
+    whose config says it need not upcast (force_upcast false) stays float16 on SDXL."""
+    from diffusers import AutoencoderKL
+
+    from controlnet_core.models import keep_vae_float32
+    from controlnet_core.tiny import _tiny_vae
+
+    vae = _tiny_vae(seed=7, sample_size=128)
+    vae.register_to_config(force_upcast=False)
+    vae.save_pretrained(tmp_path / "sdxl-vae-fp16-fix")
+    engine = Engine(
+        Settings(
+            backend="real",
+            base_model=str(saved_sdxl / "sdxl-base"),
+            controlnet_dir=str(saved_sdxl / "controlnets"),
+            vae=str(tmp_path / "sdxl-vae-fp16-fix"),
+            device="cpu",
+            dtype="float32",
+        )
+    )
+    request = GenerationRequest(
+        modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE, seed=3
+    )
+    result = engine.generate(request, square_image)
+    assert result.recipe["vae"] == "sdxl-vae-fp16-fix"
+    own = sdxl_engine(saved_sdxl).generate(request, square_image)
+    assert np.abs(result.arrays[0] - own.arrays[0]).mean() > 1e-3  # another decoder
+
+    reference = StableDiffusionXLControlNetPipeline.from_pretrained(
+        saved_sdxl / "sdxl-base",
+        vae=AutoencoderKL.from_pretrained(tmp_path / "sdxl-vae-fp16-fix"),
+        controlnet=ControlNetModel.from_pretrained(
+            saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
+        ),
+    )
+    from diffusers import UniPCMultistepScheduler
+
+    reference.scheduler = UniPCMultistepScheduler.from_config(reference.scheduler.config)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference(
+        PROMPT,
+        image=Image.fromarray(square_image),
+        num_inference_steps=STEPS,
+        guidance_scale=request.guidance_scale,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images[0]
+    assert np.abs(result.arrays[0] - expected).max() <= 1e-3
+
+    pipe = tiny_sdxl_pipeline()
+    pipe.vae = AutoencoderKL.from_pretrained(tmp_path / "sdxl-vae-fp16-fix", dtype=torch.float16)
+    keep_vae_float32(pipe, "sdxl")
+    assert pipe.vae.dtype == torch.float16
+
+
+def test_a_missing_vae_is_named_with_what_to_do(saved_sdxl, square_image, tmp_path):
+    from controlnet_core import WeightsUnavailableError
+
+    engine = Engine(
+        Settings(
+            backend="real",
+            base_model=str(saved_sdxl / "sdxl-base"),
+            vae=str(tmp_path / "no-such-vae"),
+        )
+    )
+    with pytest.raises(WeightsUnavailableError) as caught:
+        engine.generate(GenerationRequest(modality="canny", prompt=PROMPT), square_image)
+    message = str(caught.value)
+    assert "The VAE weights 'no-such-vae' could not be loaded" in message and "--vae" in message
+    assert str(tmp_path) not in message  # no server paths
