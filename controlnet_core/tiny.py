@@ -138,17 +138,19 @@ def _tiny_text_config(vocab_size: int, **extra):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-        hidden_size=32,
-        intermediate_size=37,
-        layer_norm_eps=1e-05,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        vocab_size=vocab_size,
-        max_position_embeddings=77,
-        **extra,
+        **{
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "layer_norm_eps": 1e-05,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": 77,
+            **extra,
+        }
     )
 
 
@@ -316,15 +318,18 @@ def tiny_sdxl_pipeline(seed: int = 0):
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=80,  # 6 size/crop ids × 8 + the 32-wide pooled text
-        cross_attention_dim=64,  # both text encoders' 32-wide states side by side
+        cross_attention_dim=80,  # both text encoders' states side by side (32 + 48 wide)
         norm_num_groups=1,
     )
     vae = _tiny_vae(seed, sample_size=128)
-    text_config = _tiny_text_config(len(tokenizer), hidden_act="gelu", projection_dim=32)
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(text_config)
+    text_encoder = CLIPTextModel(_tiny_text_config(len(tokenizer), hidden_act="gelu"))
     torch.manual_seed(seed)
-    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    # Another width than the first encoder's, as SDXL's are (768 and 1280): single-file loading
+    # tells the two apart by it.
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _tiny_text_config(len(tokenizer), hidden_act="gelu", hidden_size=48, projection_dim=32)
+    )
     scheduler = EulerDiscreteScheduler.from_config(
         {**SD15_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
     )

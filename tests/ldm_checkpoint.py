@@ -32,6 +32,8 @@ UNET_RESNET_PARTS = {
 UNET_TOP_LEVEL = {
     "time_embedding.linear_1": "time_embed.0",
     "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's pooled-text and size embedding
+    "add_embedding.linear_2": "label_emb.0.2",
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
@@ -163,6 +165,73 @@ def clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         key if key.startswith("text_model.") else f"text_model.{key}": value
         for key, value in state_dict.items()
     }
+
+
+# SDXL (generative-models' layout): its two text encoders are the conditioner's embedders.
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+
+# transformers' CLIP layer part -> OpenCLIP's (q/k/v are one in_proj there).
+OPEN_CLIP_LAYER_PARTS = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+OPEN_CLIP_TOP_LEVEL = {
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+
+
+def open_clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CLIPTextModelWithProjection parameters -> OpenCLIP's text tower names (SDXL's second text
+    encoder): q/k/v concatenated into `attn.in_proj_*`, the projection transposed."""
+    converted: dict[str, torch.Tensor] = {}
+    in_proj: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        if key in OPEN_CLIP_TOP_LEVEL:
+            converted[OPEN_CLIP_TOP_LEVEL[key]] = value
+        elif key == "text_projection.weight":
+            converted["text_projection"] = value.T.contiguous()
+        elif m := re.fullmatch(
+            r"text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(\w+)", key
+        ):
+            in_proj.setdefault(f"transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}", {})[m[2]] = (
+                value
+            )
+        elif m := re.fullmatch(r"text_model\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key):
+            if m[2] not in OPEN_CLIP_LAYER_PARTS:
+                raise ValueError(f"text encoder parameter {key!r} has no known OpenCLIP name")
+            converted[f"transformer.resblocks.{m[1]}.{OPEN_CLIP_LAYER_PARTS[m[2]]}.{m[3]}"] = value
+        else:
+            raise ValueError(f"text encoder parameter {key!r} has no known OpenCLIP name")
+    for key, parts in in_proj.items():
+        converted[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return converted
+
+
+def sdxl_state_dict(pipe) -> dict[str, torch.Tensor]:
+    """An SDXL pipeline's UNet, VAE and both text encoders as one generative-models single file."""
+    parts = {
+        UNET_PREFIX: unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config.layers_per_block),
+        VAE_PREFIX: vae_to_ldm(pipe.vae.state_dict()),
+        SDXL_CLIP_PREFIX: clip_to_ldm(pipe.text_encoder.state_dict()),
+        SDXL_OPEN_CLIP_PREFIX: open_clip_to_ldm(pipe.text_encoder_2.state_dict()),
+    }
+    return {
+        prefix + key: value.detach().to("cpu").contiguous()
+        for prefix, state in parts.items()
+        for key, value in state.items()
+    }
+
+
+def save_sdxl_checkpoint(pipe, path: str | Path) -> Path:
+    """Write an SDXL pipeline as the single .safetensors file A1111 and ComfyUI load."""
+    return _save(sdxl_state_dict(pipe), Path(path), ".ckpt", lambda state: {"state_dict": state})
 
 
 CONTROLNET_PREFIX = "control_model."

@@ -442,3 +442,37 @@ def test_a_missing_vae_is_named_with_what_to_do(saved_sdxl, square_image, tmp_pa
     message = str(caught.value)
     assert "The VAE weights 'no-such-vae' could not be loaded" in message and "--vae" in message
     assert str(tmp_path) not in message  # no server paths
+
+
+def test_an_sdxl_single_file_loads_as_its_folder_does(saved_sdxl, models, square_image, tmp_path):
+    """An SDXL checkpoint as A1111 and ComfyUI keep it (one .safetensors, generative-models'
+    layout): its family is read from its keys before loading, it loads offline with
+    --base-model-config, and gives the images its diffusers folder gives."""
+    from controlnet_core.families import base_family
+    from tests.ldm_checkpoint import save_sdxl_checkpoint
+
+    path = save_sdxl_checkpoint(models[0], tmp_path / "tiny-sdxl.safetensors")
+    assert base_family(str(path)) == "sdxl"
+    engine = Engine(
+        Settings(
+            backend="real",
+            base_model=str(path),
+            base_model_config=str(saved_sdxl / "sdxl-base"),
+            controlnet_dir=str(saved_sdxl / "controlnets"),
+            device="cpu",
+            dtype="float32",
+        )
+    )
+    assert engine.family == "sdxl"
+    request = GenerationRequest(
+        modality="scribble",
+        preprocessor="none",
+        prompt=PROMPT,
+        steps=STEPS,
+        resolution=SIZE,
+        seed=3,
+    )
+    single = engine.generate(request, square_image)
+    assert single.recipe["base_model"] == str(path) and single.recipe["family"] == "sdxl"
+    folder = sdxl_engine(saved_sdxl).generate(request, square_image)
+    np.testing.assert_allclose(single.arrays, folder.arrays, atol=1e-5)
