@@ -2,6 +2,7 @@
 
     python -m bench.gpu --json bench-gpu.json          # on a CUDA machine, no network needed
     python -m bench.gpu --device cpu --size 64 --steps 2 --repeats 1   # a smoke check anywhere
+    python -m bench.gpu --arch sdxl --size 1024 --json bench-gpu-sdxl.json   # SDXL (issue 19)
 
 It prints it/s (steps 2..N of the denoising loop, what a progress bar shows) for plain SD, ControlNet,
 a comparison (plain + ControlNet, one pass) and a 5-value strength sweep (one pass), the same ratios

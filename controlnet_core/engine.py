@@ -186,9 +186,9 @@ class Engine:
 
     def has_few_step(self) -> bool:
         """Whether the LCM sampler's few-step LoRA exists for this backend (not for the toy
-        model, nor for SDXL, whose LCM-LoRA is another; real SD1.5 weights load it from the hub
-        or --few-step-lora at first use)."""
-        return self.backend != "toy" and self.family != "sdxl"
+        model; real weights load it from the hub or --few-step-lora at first use, LCM-LoRA for
+        SD1.5 or for SDXL by the base model's family)."""
+        return self.backend != "toy"
 
     def has_controlnet(self, modality_id: str) -> bool:
         """Whether this backend has the modality's ControlNet: the toy model has a few only; the
@@ -266,12 +266,10 @@ class Engine:
     def _check_scheduler(self, name: object) -> str:
         name = check_choice("scheduler", name, SCHEDULER_NAMES)
         if name == FEW_STEP_SCHEDULER and not self.has_few_step():
-            why = (
-                "the toy model has no few-step LoRA"
-                if self.backend == "toy"
-                else ("Fast mode runs SD1.5 bases only")
+            raise FieldError(
+                ("scheduler",),
+                f"{FEW_STEP_SCHEDULER} is not available here: the toy model has no few-step LoRA",
             )
-            raise FieldError(("scheduler",), f"{FEW_STEP_SCHEDULER} is not available here: {why}")
         return name
 
     # --- control maps ---------------------------------------------------------------------------

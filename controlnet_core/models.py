@@ -37,7 +37,14 @@ from controlnet_core.hub import hub_offline, hub_reachable
 from controlnet_core.images import SDXL_NATIVE
 from controlnet_core.modalities import MODALITIES, Modality
 from controlnet_core.preprocessors import WeightsUnavailableError
-from controlnet_core.settings import DTYPES, FEW_STEP_SCHEDULER, SCHEDULER_NAMES, Settings
+from controlnet_core.settings import (
+    DEFAULT_FEW_STEP_LORA,
+    DEFAULT_FEW_STEP_LORA_SDXL,
+    DTYPES,
+    FEW_STEP_SCHEDULER,
+    SCHEDULER_NAMES,
+    Settings,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -576,15 +583,12 @@ class ModelManager:
                 f"The toy model has no few-step LoRA, so the {FEW_STEP_SCHEDULER} sampler (Fast "
                 "mode) needs the real SD1.5 weights. Choose another sampler."
             )
-        if self.family == SDXL:
-            raise WeightsUnavailableError(
-                f"Fast mode (the {FEW_STEP_SCHEDULER} sampler) runs SD1.5 bases in this app; with "
-                "an SDXL base choose another sampler."
-            )
         source = self.settings.few_step_lora
-        _say(status, f"Loading the few-step LoRA {source} (first use only)…")
+        if self.family == SDXL and source == DEFAULT_FEW_STEP_LORA:
+            source = DEFAULT_FEW_STEP_LORA_SDXL
+        _say(status, f"Loading the few-step LoRA {shown_source(source)} (first use only)…")
         try:
-            return source, _lora_state_dict(source)
+            return source, _lora_state_dict(source, sdxl=self.family == SDXL)
         except Exception as error:
             hint = (
                 "download its pytorch_lora_weights.safetensors and point --few-step-lora (or "
@@ -737,19 +741,21 @@ def unfused(model):
     return unfused_copy(model) if isinstance(model, Compiled) else model
 
 
-def _lora_state_dict(source: str | dict) -> tuple[dict, dict | None]:
+def _lora_state_dict(source: str | dict, sdxl: bool = False) -> tuple[dict, dict | None]:
     """A LoRA's weights in diffusers' layout and their per-layer alphas (kohya-format files, as
     LCM-LoRA ships, scale each layer by alpha ÷ rank), from a dict, a .safetensors file, a local
-    folder or a hub repository (the hub cache first, the network only when it answers)."""
-    from diffusers import StableDiffusionPipeline
+    folder or a hub repository (the hub cache first, the network only when it answers); `sdxl`:
+    read as SDXL's pipeline reads LoRAs (its original block names map otherwise)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    pipeline = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
     if isinstance(source, str) and Path(source).is_file():
         from safetensors.torch import load_file
 
         source = load_file(source)
     if isinstance(source, dict):
-        return StableDiffusionPipeline.lora_state_dict(source)
-    return _from_pretrained_local_first(StableDiffusionPipeline.lora_state_dict, source)
+        return pipeline.lora_state_dict(source)
+    return _from_pretrained_local_first(pipeline.lora_state_dict, source)
 
 
 def _fuse_lora(base, state: dict, alphas: dict | None):
@@ -758,8 +764,12 @@ def _fuse_lora(base, state: dict, alphas: dict | None):
     layers are removed again after fusing, so it runs as fast as the plain UNet."""
     import copy
 
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    from controlnet_core.sampling import is_sdxl
+
+    sdxl = is_sdxl(base.unet)
+    pipeline = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
     with model_construction_lock:
         # A compiled UNet runs fused QKV projections made from to_q/to_k/to_v: the LoRA goes into
         # those, and compiling the copy fuses them again.
@@ -767,13 +777,15 @@ def _fuse_lora(base, state: dict, alphas: dict | None):
         if unet is base.unet:
             unet = copy.deepcopy(unet)
         drop_hooks(unet)
-        StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name="fast")
+        pipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name="fast")
         unet.fuse_lora(lora_scale=1.0)
         unet.unload_lora()
         unet.eval().requires_grad_(False)
-    pipe = StableDiffusionPipeline(
-        **{**base.components, "unet": unet}, requires_safety_checker=False
-    )
+    if sdxl:  # its prompt settings as the base pipeline's
+        options = {"force_zeros_for_empty_prompt": base.config.force_zeros_for_empty_prompt}
+    else:
+        options = {"requires_safety_checker": False}
+    pipe = pipeline(**{**base.components, "unet": unet}, **options)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

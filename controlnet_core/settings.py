@@ -29,6 +29,8 @@ SCHEDULER_NAMES = ("UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "
 # The sampler of few-step mode: it runs the UNet with the few-step LoRA fused in (few_step_lora).
 FEW_STEP_SCHEDULER = "LCM"
 DEFAULT_FEW_STEP_LORA = "latent-consistency/lcm-lora-sdv1-5"
+# What the default stands for with an SDXL base (an SD1.5 LoRA does not fit SDXL's UNet).
+DEFAULT_FEW_STEP_LORA_SDXL = "latent-consistency/lcm-lora-sdxl"
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 HARD_MAX_RESOLUTION = 1024

@@ -291,9 +291,7 @@ def fast_mode_box(engine: Engine) -> gr.Checkbox:
         f"LCM sampler, {FAST_STEPS} steps, CFG {FAST_GUIDANCE:g}, with the few-step LCM-LoRA: "
         "several times quicker, a little less detail"
         if usable
-        else "Needs the real SD1.5 weights: the toy model has no few-step LoRA"
-        if engine.backend == "toy"
-        else "Runs SD1.5 bases only: SDXL's few-step LoRA is another one"
+        else "Needs the real weights: the toy model has no few-step LoRA"
     )
     on = engine.settings.scheduler == FEW_STEP_SCHEDULER
     return gr.Checkbox(label="Fast mode (4–8 steps)", value=on, info=info, interactive=usable)

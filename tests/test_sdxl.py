@@ -133,7 +133,7 @@ def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_i
     from diffusers import UniPCMultistepScheduler
 
     engine = sdxl_engine(saved_sdxl)
-    assert engine.family == "sdxl" and not engine.has_few_step()
+    assert engine.family == "sdxl" and engine.has_few_step()
     assert engine.has_controlnet("canny") and engine.has_controlnet("depth")
     assert engine.has_controlnet("scribble") and not engine.has_controlnet("shuffle")
     request = GenerationRequest(
@@ -166,7 +166,7 @@ def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_i
 
 
 def test_a_tab_without_an_sdxl_controlnet_says_which_have_one(saved_sdxl, square_image):
-    from controlnet_core import FieldError, WeightsUnavailableError
+    from controlnet_core import WeightsUnavailableError
     from demos.texts import backend_note
 
     engine = sdxl_engine(saved_sdxl)
@@ -178,11 +178,6 @@ def test_a_tab_without_an_sdxl_controlnet_says_which_have_one(saved_sdxl, square
     message = str(caught.value)
     assert "no SDXL ControlNet for Content shuffle" in message
     assert "Canny, Scribble, Sketch" in message and "Anime lineart." in message
-    with pytest.raises(FieldError, match="Fast mode runs SD1.5 bases only"):
-        engine.generate(
-            GenerationRequest(modality="canny", prompt=PROMPT, scheduler="LCM", resolution=SIZE),
-            square_image,
-        )
 
 
 def test_only_sdxl_keeps_its_vae_in_float32(models):
@@ -476,3 +471,60 @@ def test_an_sdxl_single_file_loads_as_its_folder_does(saved_sdxl, models, square
     assert single.recipe["base_model"] == str(path) and single.recipe["family"] == "sdxl"
     folder = sdxl_engine(saved_sdxl).generate(request, square_image)
     np.testing.assert_allclose(single.arrays, folder.arrays, atol=1e-5)
+
+
+def test_fast_mode_on_sdxl_fuses_its_lora_as_diffusers_does(saved_sdxl, models, square_image):
+    """Fast mode with an SDXL base: the LCM sampler on a UNet copy with SDXL's few-step LoRA fused
+    in (kohya layout, alpha ≠ rank, as LCM-LoRA ships) equals diffusers' SDXL ControlNet pipeline
+    after `load_lora_weights` + `fuse_lora` with the LCM scheduler; the recipe names the LoRA."""
+    from diffusers import LCMScheduler
+
+    from controlnet_core.tiny import save_tiny_few_step_lora
+
+    lora = save_tiny_few_step_lora(models[0].unet, saved_sdxl / "lcm-lora-sdxl", seed=4)
+    engine = Engine(
+        Settings(
+            backend="real",
+            base_model=str(saved_sdxl / "sdxl-base"),
+            controlnet_dir=str(saved_sdxl / "controlnets"),
+            few_step_lora=str(lora),
+            device="cpu",
+            dtype="float32",
+        )
+    )
+    request = GenerationRequest(
+        modality="canny",
+        preprocessor="none",
+        prompt=PROMPT,
+        steps=STEPS,
+        guidance_scale=1.0,
+        scheduler="LCM",
+        resolution=SIZE,
+        seed=3,
+    )
+    result = engine.generate(request, square_image)
+    assert result.recipe["few_step_lora"] == str(lora)
+
+    reference = StableDiffusionXLControlNetPipeline.from_pretrained(
+        saved_sdxl / "sdxl-base",
+        controlnet=ControlNetModel.from_pretrained(
+            saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
+        ),
+    )
+    reference.scheduler = LCMScheduler.from_config(reference.scheduler.config)
+    reference.load_lora_weights(str(lora))
+    reference.fuse_lora(lora_scale=1.0)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference(
+        PROMPT,
+        image=Image.fromarray(square_image),
+        num_inference_steps=STEPS,
+        guidance_scale=1.0,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images[0]
+    assert np.abs(result.arrays[0] - expected).max() <= 1e-3
+    plain = sdxl_engine(saved_sdxl).generate(replace(request, scheduler="Euler"), square_image)
+    assert np.abs(plain.arrays[0] - result.arrays[0]).mean() > 1e-3
