@@ -569,11 +569,14 @@ class Engine:
         )
 
     def model_facts(self, loaded: Sequence[Any], few_step: Any = None) -> dict[str, Any]:
-        """What a recipe records of the models: backend, ids, device, dtype, safety checker, and
-        the few-step LoRA fused into the UNet when the LCM sampler ran."""
+        """What a recipe records of the models: backend, ids (local ones by name: a recipe is
+        shown on the page), device, dtype, safety checker, and the few-step LoRA fused into the
+        UNet when the LCM sampler ran."""
+        from controlnet_core.models import shown_source
+
         facts = {
             "backend": self.manager.backend,
-            "base_model": self.manager.base_model_id,
+            "base_model": shown_source(self.manager.base_model_id or ""),  # a name, not a path
             "controlnet_models": [controlnet.model_id for controlnet in loaded],
             "device": str(self.manager.device),
             "dtype": self.manager.dtype_name,
@@ -581,10 +584,8 @@ class Engine:
             "safety_checker": getattr(self.manager.base(), "safety_checker", None) is not None,
         }
         if few_step is not None:
-            facts["few_step_lora"] = few_step.lora_id
+            facts["few_step_lora"] = shown_source(few_step.lora_id)
         if self.settings.vae and self.backend == "real":
-            from controlnet_core.models import shown_source
-
             facts["vae"] = shown_source(self.settings.vae)
         return facts
 

@@ -181,11 +181,11 @@ SDXL_BUCKETS = ((1024, 1024), (1152, 896), (1216, 832), (1344, 768), (1536, 640)
 SDXL_NATIVE = 1024
 
 
-def sdxl_size(
-    width: int, height: int, resolution: int, multiple: int = SIZE_MULTIPLE
-) -> tuple[int, int]:
+def sdxl_size(width: int, height: int, resolution: int, multiple: int = 32) -> tuple[int, int]:
     """(width, height) for an image on SDXL: the trained bucket nearest its aspect ratio, scaled
     so its area is about `resolution`² (at 1024, the bucket itself); `fit_image` crops the rest.
+    Sides are multiples of 32 (SDXL's UNet halves its latents twice), so small sizes keep their
+    aspect too.
 
     SDXL composes well only near the sizes it was trained at: a short side of 1024 on a 4:3 image
     (1365×1024) would ask for 1.4× its pixel count and repeat subjects.

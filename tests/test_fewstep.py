@@ -54,7 +54,7 @@ def test_the_lcm_sampler_runs_the_fused_lora_as_diffusers_does(saved, square_ima
     request = GenerationRequest(modality="canny", preprocessor="none", **FAST_MODE)
     result = engine.generate(request, square_image)
     assert result.recipe["scheduler"] == "LCM"
-    assert result.recipe["few_step_lora"] == str(saved / "lcm-lora")
+    assert result.recipe["few_step_lora"] == "lcm-lora"  # by name, not the server's path
     after = engine.manager.base().unet.state_dict()
     assert all(torch.equal(value, after[name]) for name, value in base_unet.items())
 
