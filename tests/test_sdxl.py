@@ -126,11 +126,38 @@ def sdxl_engine(root) -> Engine:
     )
 
 
+def reference_image(root, pipeline, controlnet, *, scheduler=None, lora=None, vae=None, **call):
+    """The image diffusers' own `pipeline` makes on the saved SDXL weights (seed 3, STEPS steps,
+    SIZE², UniPC unless `scheduler`), with `lora` fused and `vae` in place when given."""
+    from diffusers import UniPCMultistepScheduler
+
+    extra = {"vae": vae} if vae is not None else {}
+    reference = pipeline.from_pretrained(root / "sdxl-base", controlnet=controlnet, **extra)
+    scheduler = scheduler or UniPCMultistepScheduler
+    reference.scheduler = scheduler.from_config(reference.scheduler.config)
+    if lora is not None:
+        reference.load_lora_weights(str(lora))
+        reference.fuse_lora(lora_scale=1.0)
+    reference.set_progress_bar_config(disable=True)
+    return reference(
+        PROMPT,
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+        **call,
+    ).images[0]
+
+
+def canny_controlnet(root) -> ControlNetModel:
+    return ControlNetModel.from_pretrained(root / "controlnets" / "controlnet-canny-sdxl-1.0")
+
+
 def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_image):
     """`--base-model <SDXL folder>`: its family is read from its config before anything loads, the
     Canny tab loads the SDXL canny ControlNet (from --controlnet-dir, by its hub name), and the image
     equals diffusers' StableDiffusionXLControlNetPipeline on the same weights."""
-    from diffusers import UniPCMultistepScheduler
 
     engine = sdxl_engine(saved_sdxl)
     assert engine.family == "sdxl" and engine.has_few_step()
@@ -143,25 +170,14 @@ def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_i
     assert result.recipe["family"] == "sdxl"
     assert result.recipe["controlnet_model"] == "diffusers/controlnet-canny-sdxl-1.0"
 
-    reference = StableDiffusionXLControlNetPipeline.from_pretrained(
-        saved_sdxl / "sdxl-base",
-        controlnet=ControlNetModel.from_pretrained(
-            saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
-        ),
-    )
-    reference.scheduler = UniPCMultistepScheduler.from_config(reference.scheduler.config)
-    reference.set_progress_bar_config(disable=True)
-    expected = reference(
-        PROMPT,
+    expected = reference_image(
+        saved_sdxl,
+        StableDiffusionXLControlNetPipeline,
+        canny_controlnet(saved_sdxl),
         negative_prompt=request.negative_prompt or None,
         image=Image.fromarray(square_image),
-        num_inference_steps=STEPS,
         guidance_scale=request.guidance_scale,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator().manual_seed(3),
-        output_type="np",
-    ).images[0]
+    )
     assert np.abs(result.arrays[0] - expected).max() <= 1e-3
 
 
@@ -258,7 +274,7 @@ def test_the_union_controlnet_serves_its_tabs_loaded_once(saved_sdxl, square_ima
     """Scribble and Human pose on an SDXL base load xinsir's union ControlNet (from
     --controlnet-dir, by its hub name) once for both, each tab's map read as its control type; an
     image equals diffusers' union pipeline with that control type."""
-    from diffusers import ControlNetUnionModel, UniPCMultistepScheduler
+    from diffusers import ControlNetUnionModel
 
     from controlnet_core.modalities import SDXL_UNION_ID, UNION_CONTROL_TYPES
 
@@ -277,26 +293,17 @@ def test_the_union_controlnet_serves_its_tabs_loaded_once(saved_sdxl, square_ima
     assert engine.manager.loads[f"controlnet:{SDXL_UNION_ID}"] == 1
     assert np.abs(pose.arrays[0] - result.arrays[0]).mean() > 1e-3  # another control type
 
-    reference = StableDiffusionXLControlNetUnionPipeline.from_pretrained(
-        saved_sdxl / "sdxl-base",
-        controlnet=ControlNetUnionModel.from_pretrained(
+    expected = reference_image(
+        saved_sdxl,
+        StableDiffusionXLControlNetUnionPipeline,
+        ControlNetUnionModel.from_pretrained(
             saved_sdxl / "controlnets" / "controlnet-union-sdxl-1.0"
         ),
-    )
-    reference.scheduler = UniPCMultistepScheduler.from_config(reference.scheduler.config)
-    reference.set_progress_bar_config(disable=True)
-    expected = reference(
-        PROMPT,
         negative_prompt=request.negative_prompt or None,
         control_image=[Image.fromarray(square_image)],
         control_mode=[UNION_CONTROL_TYPES["thick line"]],
-        num_inference_steps=STEPS,
         guidance_scale=request.guidance_scale,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator().manual_seed(3),
-        output_type="np",
-    ).images[0]
+    )
     assert np.abs(result.arrays[0] - expected).max() <= 1e-3
 
 
@@ -394,27 +401,14 @@ def test_a_vae_of_its_own_replaces_the_base_models_and_is_named_in_the_recipe(
     own = sdxl_engine(saved_sdxl).generate(request, square_image)
     assert np.abs(result.arrays[0] - own.arrays[0]).mean() > 1e-3  # another decoder
 
-    reference = StableDiffusionXLControlNetPipeline.from_pretrained(
-        saved_sdxl / "sdxl-base",
+    expected = reference_image(
+        saved_sdxl,
+        StableDiffusionXLControlNetPipeline,
+        canny_controlnet(saved_sdxl),
         vae=AutoencoderKL.from_pretrained(tmp_path / "sdxl-vae-fp16-fix"),
-        controlnet=ControlNetModel.from_pretrained(
-            saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
-        ),
-    )
-    from diffusers import UniPCMultistepScheduler
-
-    reference.scheduler = UniPCMultistepScheduler.from_config(reference.scheduler.config)
-    reference.set_progress_bar_config(disable=True)
-    expected = reference(
-        PROMPT,
         image=Image.fromarray(square_image),
-        num_inference_steps=STEPS,
         guidance_scale=request.guidance_scale,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator().manual_seed(3),
-        output_type="np",
-    ).images[0]
+    )
     assert np.abs(result.arrays[0] - expected).max() <= 1e-3
 
     pipe = tiny_sdxl_pipeline()
@@ -506,26 +500,15 @@ def test_fast_mode_on_sdxl_fuses_its_lora_as_diffusers_does(saved_sdxl, models, 
     result = engine.generate(request, square_image)
     assert result.recipe["few_step_lora"] == lora.name
 
-    reference = StableDiffusionXLControlNetPipeline.from_pretrained(
-        saved_sdxl / "sdxl-base",
-        controlnet=ControlNetModel.from_pretrained(
-            saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
-        ),
-    )
-    reference.scheduler = LCMScheduler.from_config(reference.scheduler.config)
-    reference.load_lora_weights(str(lora))
-    reference.fuse_lora(lora_scale=1.0)
-    reference.set_progress_bar_config(disable=True)
-    expected = reference(
-        PROMPT,
+    expected = reference_image(
+        saved_sdxl,
+        StableDiffusionXLControlNetPipeline,
+        canny_controlnet(saved_sdxl),
+        scheduler=LCMScheduler,
+        lora=lora,
         image=Image.fromarray(square_image),
-        num_inference_steps=STEPS,
         guidance_scale=1.0,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator().manual_seed(3),
-        output_type="np",
-    ).images[0]
+    )
     assert np.abs(result.arrays[0] - expected).max() <= 1e-3
     plain = sdxl_engine(saved_sdxl).generate(replace(request, scheduler="Euler"), square_image)
     assert np.abs(plain.arrays[0] - result.arrays[0]).mean() > 1e-3
