@@ -114,16 +114,16 @@ def saved_sdxl(tmp_path_factory, models):
     return root
 
 
-def sdxl_engine(root) -> Engine:
-    return Engine(
-        Settings(
-            backend="real",
-            base_model=str(root / "sdxl-base"),
-            controlnet_dir=str(root / "controlnets"),
-            device="cpu",
-            dtype="float32",
-        )
-    )
+def sdxl_engine(root, **overrides) -> Engine:
+    """An engine on the saved tiny SDXL base and its ControlNets (`overrides`: other settings)."""
+    settings = {
+        "backend": "real",
+        "base_model": str(root / "sdxl-base"),
+        "controlnet_dir": str(root / "controlnets"),
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    return Engine(Settings(**{**settings, **overrides}))
 
 
 def reference_image(root, pipeline, controlnet, *, scheduler=None, lora=None, vae=None, **call):
@@ -383,16 +383,7 @@ def test_a_vae_of_its_own_replaces_the_base_models_and_is_named_in_the_recipe(
     vae = _tiny_vae(seed=7, sample_size=128)
     vae.register_to_config(force_upcast=False)
     vae.save_pretrained(tmp_path / "sdxl-vae-fp16-fix")
-    engine = Engine(
-        Settings(
-            backend="real",
-            base_model=str(saved_sdxl / "sdxl-base"),
-            controlnet_dir=str(saved_sdxl / "controlnets"),
-            vae=str(tmp_path / "sdxl-vae-fp16-fix"),
-            device="cpu",
-            dtype="float32",
-        )
-    )
+    engine = sdxl_engine(saved_sdxl, vae=str(tmp_path / "sdxl-vae-fp16-fix"))
     request = GenerationRequest(
         modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE, seed=3
     )
@@ -477,16 +468,7 @@ def test_fast_mode_on_sdxl_fuses_its_lora_as_diffusers_does(saved_sdxl, models, 
     from controlnet_core.tiny import save_tiny_few_step_lora
 
     lora = save_tiny_few_step_lora(models[0].unet, saved_sdxl / "lcm-lora-sdxl", seed=4)
-    engine = Engine(
-        Settings(
-            backend="real",
-            base_model=str(saved_sdxl / "sdxl-base"),
-            controlnet_dir=str(saved_sdxl / "controlnets"),
-            few_step_lora=str(lora),
-            device="cpu",
-            dtype="float32",
-        )
-    )
+    engine = sdxl_engine(saved_sdxl, few_step_lora=str(lora))
     request = GenerationRequest(
         modality="canny",
         preprocessor="none",
