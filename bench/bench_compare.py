@@ -118,7 +118,9 @@ def cases(sweep_scales: Sequence[float], seed: int) -> dict:
     }
 
 
-def run_once(pipe, units, variants, *, steps, size, device) -> tuple[float, float, float]:
+def run_once(
+    pipe, units, variants, *, steps, size, device, offload=None
+) -> tuple[float, float, float]:
     """Seconds of one `sample` call: end to end, to the end of the last denoising step, and from the
     end of the first step to the end of the last (steps 2..N: the steady rate a progress bar shows).
     """
@@ -148,6 +150,7 @@ def run_once(pipe, units, variants, *, steps, size, device) -> tuple[float, floa
         height=size,
         scheduler_factory=lambda: UniPCMultistepScheduler.from_config(config),
         on_step=on_step,
+        offload=offload,
     )
     _sync(device)
     ended = time.perf_counter()
@@ -332,6 +335,46 @@ def reference_pipelines(components, controlnet, *, size, steps, repeats, device)
     return out
 
 
+def offload_case(pipe, controlnet, args, *, device) -> dict:
+    """One ControlNet image with `--offload` (the models in CPU memory, each stage moved onto the
+    device while it runs): its seconds and the device's peak memory, to set against the same image
+    with every model resident (the "controlnet" case)."""
+    from bench.components import control_image
+    from controlnet_core.offload import Offloader
+    from controlnet_core.sampling import ControlUnit
+
+    models = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2", "unet")]
+    models = [m for m in (*models, controlnet, pipe.vae) if m is not None]
+    for model in models:
+        model.to("cpu")
+    offload = Offloader(device)
+    units = [ControlUnit(controlnet, control_image(args.size))]
+    variants = cases(DEFAULT_SWEEP, 0)["controlnet"]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = []
+    for _ in range(args.repeats):
+        with offload.running():
+            total, _, _ = run_once(
+                pipe,
+                units,
+                variants,
+                steps=args.steps,
+                size=args.size,
+                device=device,
+                offload=offload,
+            )
+        seconds.append(total)
+    result = {"median": statistics.median(seconds)}
+    if device.type == "cuda":
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    for model in models:
+        model.to(device)
+    print(f"offload, one ControlNet image: {result}", flush=True)
+    return result
+
+
 def compiled_cases(pipe, controlnet, args, *, device, sweep_scales) -> dict:
     """The cases again with the UNet and ControlNet compiled (warm-up timed apart)."""
     from controlnet_core.compiled import Compiled, configure_cache, warm_up
@@ -437,6 +480,12 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         default=False,
         help="profile 5 eager ControlNet steps with torch.profiler and print where the time goes",
     )
+    parser.add_argument(
+        "--offload",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also time one ControlNet image with --offload (models in CPU memory between stages)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     if defaults:
         parser.set_defaults(**defaults)
@@ -516,6 +565,8 @@ def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> dic
             repeats=args.repeats,
             device=device,
         )
+    if args.offload:
+        report["offload"] = offload_case(pipe, controlnet, args, device=device)
     if args.compile:  # last: compiling changes the models in place (channels-last, fused QKV)
         report["compiled"] = compiled_cases(
             pipe, controlnet, args, device=device, sweep_scales=sweep_scales

@@ -31,6 +31,7 @@ GPU_DEFAULTS = {
     "reference": True,
     "compile": True,
     "profile": True,
+    "offload": True,
 }
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -130,10 +131,16 @@ class Engine:
         return hub_answers()
 
     def preview_decoder(self) -> LinearDecoder | TinyVAEDecoder:
-        """How this backend's latents are drawn cheaply (its `name` says which; see `timeline`)."""
+        """How this backend's latents are drawn cheaply (its `name` says which; see `timeline`).
+        Offloading, it is fitted on the device (a run asks for it before it starts)."""
         with self._decoder_lock:
             if self._decoder is None:
-                self._decoder = preview_decoder(self.manager.base())
+                base = self.manager.base()
+                offload = self.manager.offloader
+                with offload.running() if offload is not None else nullcontext():
+                    if offload is not None:
+                        offload.use(base.vae)
+                    self._decoder = preview_decoder(base)
             return self._decoder
 
     def recipe_request(self, source: object) -> GenerationRequest:
@@ -518,33 +525,38 @@ class Engine:
 
         request = prepared.request
         base = prepared.few_step.pipe if prepared.few_step else self.manager.base()
+        offload = self.manager.offloader
+        if offload is not None and (preview or timeline is not None):
+            self.preview_decoder()  # fitted now, before the run holds the device
 
         def on_step(index: int, total: int) -> None:
             if progress is not None:
                 progress((index + 1) / total, f"Denoising step {index + 1}/{total}")
 
-        arrays, nsfw = sample(
-            base,
-            prepared.units,
-            variants,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            width=prepared.width,
-            height=prepared.height,
-            scheduler_factory=lambda: make_scheduler(request.scheduler, base.scheduler.config),
-            guess_mode=request.guess_mode,
-            control_mode=request.control_mode,
-            on_step=on_step,
-            probe=probe,
-            timeline=timeline,
-            preview=(
-                LivePreview(self.preview_decoder, preview, self.preview_interval)
-                if preview
-                else None
-            ),
-        )
+        with offload.running() if offload is not None else nullcontext():
+            arrays, nsfw = sample(
+                base,
+                prepared.units,
+                variants,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                width=prepared.width,
+                height=prepared.height,
+                scheduler_factory=lambda: make_scheduler(request.scheduler, base.scheduler.config),
+                guess_mode=request.guess_mode,
+                control_mode=request.control_mode,
+                on_step=on_step,
+                probe=probe,
+                timeline=timeline,
+                preview=(
+                    LivePreview(self.preview_decoder, preview, self.preview_interval)
+                    if preview
+                    else None
+                ),
+                offload=offload,
+            )
         images = [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
         recipe = build_recipe(
             request,

@@ -36,6 +36,7 @@ from controlnet_core.families import (
 from controlnet_core.hub import hub_offline, hub_reachable
 from controlnet_core.images import SDXL_NATIVE
 from controlnet_core.modalities import MODALITIES, Modality
+from controlnet_core.offload import Offloader
 from controlnet_core.preprocessors import WeightsUnavailableError
 from controlnet_core.settings import (
     DEFAULT_FEW_STEP_LORA,
@@ -289,6 +290,7 @@ class ModelManager:
         self._family_guess: str | None = None
         self._few_step: LoadedFewStep | None = None
         self._few_step_lock = threading.Lock()
+        self._offloader: Offloader | None = None
         self._controlnets: OrderedDict[str, LoadedControlNet] = OrderedDict()
         self._controlnet_locks: dict[str, threading.Lock] = {}
         self._cache_lock = threading.Lock()
@@ -308,6 +310,24 @@ class ModelManager:
                 device = pick_device(self.settings.device)
                 self._hardware = device, pick_dtype(device, self.settings.dtype)
             return self._hardware
+
+    @property
+    def offloader(self) -> Offloader | None:
+        """With settings.offload (real weights and the tiny ones): what moves each stage of a run
+        onto the device, the models waiting in CPU memory meanwhile (see `offload`)."""
+        if not self.settings.offload or self._backend not in ("real", "tiny", "auto"):
+            return None
+        if self._offloader is None:
+            device = self.device
+            with self._hardware_lock:
+                if self._offloader is None:
+                    self._offloader = Offloader(device)
+        return self._offloader
+
+    @property
+    def _home(self) -> torch.device | str:
+        """Where loaded models are kept: the device, or CPU memory when offloading."""
+        return "cpu" if self.settings.offload and self._backend != "toy" else self.device
 
     @property
     def hardware_known(self) -> bool:
@@ -428,7 +448,7 @@ class ModelManager:
 
             _say(status, "Building the tiny offline model…")
             with model_construction_lock:
-                return tiny_pipeline().to(self.device), TINY_BASE_ID
+                return tiny_pipeline().to(self._home), TINY_BASE_ID
         if backend == "toy":
             return self._load_toy_base(status)
         try:
@@ -532,7 +552,7 @@ class ModelManager:
         self._family = running_family(loaded)
         keep_vae_float32(pipe, self._family)
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(self.device)
+        return pipe.to(self._home)
 
     def _load_vae(self, status: StatusCallback | None):
         """The VAE settings.vae names (a hub id or a diffusers folder), in the weights' dtype."""
@@ -656,7 +676,7 @@ class ModelManager:
 
             with model_construction_lock:
                 model = tiny_controlnet(unfused(base.unet), modality.controlnet_key)
-            return model.to(self.device), TINY_CONTROLNET_PREFIX + modality.controlnet_key
+            return model.to(self._home), TINY_CONTROLNET_PREFIX + modality.controlnet_key
         if backend == "toy":
             from controlnet_core.toy import toy_controlnet_folder
 
@@ -713,7 +733,7 @@ class ModelManager:
         check_controlnet_family(
             source, model.config, shown_source(self.settings.base_model), self.family
         )
-        return model.to(self.device).eval(), source
+        return model.to(self._home).eval(), source
 
     def _local_controlnet_folder(self, controlnet_id: str) -> Path | None:
         if not self.settings.controlnet_dir:

@@ -29,6 +29,7 @@ from PIL import Image
 from controlnet_core.compiled import eager
 from controlnet_core.errors import shown
 from controlnet_core.inside import ResidualProbe
+from controlnet_core.offload import Offloader
 from controlnet_core.request import CONTROL_MODES
 from controlnet_core.timeline import LivePreview, Timeline
 
@@ -112,6 +113,7 @@ def sample(
     probe: ResidualProbe | None = None,
     timeline: Timeline | None = None,
     preview: LivePreview | None = None,
+    offload: Offloader | None = None,
 ) -> tuple[np.ndarray, list[bool]]:
     """Denoise all `variants` in one batched pass; float images in [0, 1] (B, H, W, 3) + NSFW flags.
 
@@ -119,7 +121,8 @@ def sample(
     are used; SDXL's added conditions are made as its diffusers pipelines make them).
     A `probe` records what the ControlNets add inside the UNet for one variant (see `inside`); a
     `timeline` the predicted final latents of every variant at a few steps, a `preview` shows them
-    while the run goes on (see `timeline`).
+    while the run goes on (see `timeline`). With an `offload`, the models wait in CPU memory and
+    each stage (text encoding, denoising, decoding) moves its own to the device (see `offload`).
     """
     if control_mode not in CONTROL_MODES:
         raise ValueError(
@@ -131,7 +134,7 @@ def sample(
         if len(variant.units) != len(units):
             raise ValueError("every variant needs one UnitSettings per ControlNet")
     unet = pipe.unet
-    device = unet.device
+    device = offload.device if offload is not None else unet.device
     batch = len(variants)
     do_cfg = guidance_scale > 1.0 and unet.config.time_cond_proj_dim is None
     if units:
@@ -143,7 +146,11 @@ def sample(
 
     # Requests share the base pipeline, and its tokenizer is not safe to call from two threads at
     # once (two concurrent runs gave one of them another prompt's embedding about 1 time in 4).
-    text, added = _encode(pipe, prompt, negative_prompt, batch, do_cfg, width, height)
+    if offload is not None:
+        offload.use(pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+    text, added = _encode(pipe, prompt, negative_prompt, batch, do_cfg, width, height, device)
+    if offload is not None:
+        offload.use(unet, *(unit.model for unit in units))
 
     control_images = [
         _prepare_control_image(pipe, unit.image, width, height, device, unit.model.dtype)
@@ -151,7 +158,7 @@ def sample(
     ]
 
     schedulers, latents, step_kwargs = _start_variants(
-        pipe, variants, scheduler_factory, steps, width, height
+        pipe, variants, scheduler_factory, steps, width, height, device
     )
     timesteps = schedulers[0].timesteps
 
@@ -210,6 +217,8 @@ def sample(
         if on_step is not None:
             on_step(index, total)
 
+    if offload is not None:
+        offload.use(pipe.vae, getattr(pipe, "safety_checker", None))
     return _decode(pipe, latents, text.dtype)
 
 
@@ -218,11 +227,12 @@ def is_sdxl(unet) -> bool:
     return getattr(unet.config, "addition_embed_type", None) == "text_time"
 
 
-def _encode(pipe, prompt: str, negative_prompt: str, batch: int, do_cfg: bool, width, height):
+def _encode(
+    pipe, prompt: str, negative_prompt: str, batch: int, do_cfg: bool, width, height, device
+):
     """The text conditioning of every UNet row: the token embeddings (negative rows first when
     guidance is on) and, for SDXL, its added conditions (pooled text embeddings and the size/crop
     ids: original and target size the output's, no crop), as diffusers' SDXL pipelines make them."""
-    device = pipe.unet.device
     # Requests share the base pipeline, and its tokenizer is not safe to call from two threads at
     # once (two concurrent runs gave one of them another prompt's embedding about 1 time in 4).
     with _ENCODE_LOCK:
@@ -270,13 +280,13 @@ def _decode(pipe, latents: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray
     return np.asarray(images, dtype=np.float32), nsfw
 
 
-def _start_variants(pipe, variants, scheduler_factory, steps: int, width: int, height: int):
+def _start_variants(pipe, variants, scheduler_factory, steps: int, width: int, height: int, device):
     """Each variant's own scheduler, its initial noise (from its seed, on a CPU generator) and the
     keyword arguments its scheduler's `step` takes (its generator, eta 0 where accepted)."""
     unet = pipe.unet
     schedulers = [scheduler_factory() for _ in variants]
     for scheduler in schedulers:
-        scheduler.set_timesteps(steps, device=unet.device)
+        scheduler.set_timesteps(steps, device=device)
     generators = [torch.Generator().manual_seed(v.seed) for v in variants]
     latent_shape = (
         1,
@@ -286,7 +296,7 @@ def _start_variants(pipe, variants, scheduler_factory, steps: int, width: int, h
     )
     latents = torch.cat(
         [
-            _randn(latent_shape, g, unet.device, unet.dtype) * s.init_noise_sigma
+            _randn(latent_shape, g, device, unet.dtype) * s.init_noise_sigma
             for g, s in zip(generators, schedulers, strict=True)
         ]
     )

@@ -58,6 +58,8 @@ class Settings:
     once compiled, but the first load of each model compiles for tens of seconds;
     low_vram decodes the images one at a time and in tiles (the VAE's peak memory, the largest of a
     run at high resolutions and in sweeps, no longer grows with them);
+    offload keeps the models in CPU memory and moves each stage of a run (text encoders, UNet and
+    ControlNets, VAE) to the GPU only while it runs (see `offload`; not with compile);
     few_step_lora is the LoRA (hub id, local folder or .safetensors file) that the LCM sampler's
     few-step mode fuses into a copy of the UNet; vae replaces the base model's VAE (hub id or local
     folder; "" keeps its own), e.g. madebyollin/sdxl-vae-fp16-fix, which SDXL runs in float16;
@@ -76,6 +78,7 @@ class Settings:
     vae: str = ""
     compile: bool = False
     low_vram: bool = False
+    offload: bool = False
     safety_checker: bool = True
     host: str = "127.0.0.1"
     port: int = 7860
@@ -100,6 +103,12 @@ class Settings:
                 raise SettingError(name, f"must be one of {choices}, got {getattr(self, name)!r}")
         for name, limit in LIMITS.items():
             limit.check(name, getattr(self, name))
+        if self.offload and self.compile:
+            raise SettingError(
+                "offload",
+                "cannot be combined with compile: compiled models replay CUDA graphs that keep "
+                "their weights on the GPU",
+            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -221,6 +230,7 @@ ENV_VARS: dict[str, str] = {
     "vae": "CONTROLNET_VAE",
     "compile": "CONTROLNET_COMPILE",
     "low_vram": "CONTROLNET_LOW_VRAM",
+    "offload": "CONTROLNET_OFFLOAD",
     "safety_checker": "CONTROLNET_SAFETY_CHECKER",
     "host": "CONTROLNET_HOST",
     "port": "CONTROLNET_PORT",
@@ -369,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         "low_vram",
         "for cards with about 8 GB: the VAE decodes one image at a time, in tiles, so a sweep or a "
         "768² image needs no more memory than one 512² image",
+    )
+    add(
+        "offload",
+        "for cards with 8-12 GB: models wait in CPU memory and each stage of a run (text "
+        "encoders, UNet with the request's ControlNets, VAE) moves to the GPU only while it "
+        "runs; runs take turns, and each moves its models (seconds per image)",
     )
     add(
         "few_step_lora",

@@ -494,3 +494,31 @@ def test_fast_mode_on_sdxl_fuses_its_lora_as_diffusers_does(saved_sdxl, models, 
     assert np.abs(result.arrays[0] - expected).max() <= 1e-3
     plain = sdxl_engine(saved_sdxl).generate(replace(request, scheduler="Euler"), square_image)
     assert np.abs(plain.arrays[0] - result.arrays[0]).mean() > 1e-3
+
+
+def test_offload_on_sdxl_moves_both_text_encoders_then_the_unet_with_its_controlnets(
+    saved_sdxl, square_image
+):
+    """--offload with an SDXL base and Combine (Canny + two maps of the union model): the stages
+    are both text encoders, then the UNet with the request's ControlNets, then the VAE; the
+    images are those of a run without offload."""
+    from controlnet_core import ControlSpec
+
+    request = GenerationRequest(
+        modality="canny",
+        preprocessor="none",
+        prompt=PROMPT,
+        steps=STEPS,
+        resolution=SIZE,
+        extra_controls=(ControlSpec("scribble", "none"), ControlSpec("pose", "none")),
+    )
+    images = [square_image, square_image]
+    expected = sdxl_engine(saved_sdxl).generate(request, square_image, extra_images=images)
+    engine = sdxl_engine(saved_sdxl, offload=True)
+    result = engine.generate(request, square_image, extra_images=images)
+    np.testing.assert_array_equal(result.arrays, expected.arrays)
+    assert engine.manager.offloader.stages == [
+        ("CLIPTextModel", "CLIPTextModelWithProjection"),
+        ("UNet2DConditionModel", "ControlNetModel", "ControlNetUnionModel"),  # the union once
+        ("AutoencoderKL",),
+    ]
