@@ -179,17 +179,23 @@ CONTROLNET_CONFIG_OVERRIDES: dict[str, dict] = {
 }
 
 
-def _controlnet_from_single_file(path: Path, unet, modality: Modality, dtype: torch.dtype):
-    """An original ControlNet 1.1 file, with its config derived from the base UNet's, offline.
+def _controlnet_from_single_file(
+    path: Path, unet, modality: Modality, dtype: torch.dtype, union: bool = False
+):
+    """A ControlNet kept as one file (ControlNet 1.1's original layout, or diffusers' own keys as
+    SDXL ControlNets are shared), with its config derived from the base UNet's, offline.
 
     A ControlNet copies the UNet's encoder, so its config is the UNet's (as `from_unet` builds it)
-    plus the few settings in CONTROLNET_CONFIG_OVERRIDES; no config is fetched from the hub.
+    plus the few settings in CONTROLNET_CONFIG_OVERRIDES; no config is fetched from the hub. A
+    `union` ControlNet's own sizes are read from its weights (`_union_from_file`).
     """
     import json
     import tempfile
 
     from diffusers import ControlNetModel
 
+    if union:
+        return _union_from_file(path, unet, dtype)
     accepted = inspect.signature(ControlNetModel.__init__).parameters
     config = {key: value for key, value in unet.config.items() if key in accepted}
     config.update(CONTROLNET_CONFIG_OVERRIDES.get(modality.controlnet_key, {}))
@@ -203,6 +209,46 @@ def _controlnet_from_single_file(path: Path, unet, modality: Modality, dtype: to
         return ControlNetModel.from_single_file(
             str(path), config=folder, local_files_only=True, dtype=dtype
         )
+
+
+# xinsir's union ControlNet's sizes that its weights do not show (its config.json).
+UNION_ATTENTION_HEADS = 8
+
+
+def _union_from_file(path: Path, unet, dtype: torch.dtype):
+    """A union ControlNet kept as one .safetensors file in diffusers' layout (as xinsir ships
+    its ProMax weights, `diffusion_pytorch_model_promax.safetensors`), offline: its config is the
+    UNet's plus what its weights show (how many control types: 6, or 8 for ProMax; the widths of
+    its condition encoder and of the transformer that fuses several maps)."""
+    import re
+
+    from diffusers import ControlNetUnionModel
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path))
+    accepted = inspect.signature(ControlNetUnionModel.__init__).parameters
+    config = {key: value for key, value in unet.config.items() if key in accepted}
+    embedding = [
+        weights[f"controlnet_cond_embedding.blocks.{index}.weight"].shape[0]
+        for index in range(1, 64, 2)
+        if f"controlnet_cond_embedding.blocks.{index}.weight" in weights
+    ]
+    layers = {m[1] for key in weights if (m := re.match(r"transformer_layes\.(\d+)\.", key))}
+    config.update(
+        conditioning_embedding_out_channels=(
+            weights["controlnet_cond_embedding.conv_in.weight"].shape[0],
+            *embedding,
+        ),
+        num_control_type=weights["task_embedding"].shape[0],
+        num_trans_channel=weights["task_embedding"].shape[1],
+        num_trans_head=UNION_ATTENTION_HEADS,
+        num_trans_layer=len(layers),
+        num_proj_channel=weights["spatial_ch_projs.weight"].shape[0],
+    )
+    with model_construction_lock:
+        model = ControlNetUnionModel.from_config(config)
+        model.load_state_dict(weights, strict=True)
+    return model.to(dtype)
 
 
 def _from_pretrained_local_first(
@@ -705,12 +751,13 @@ class ModelManager:
         union = modality.control_type_for(self.family) is not None
         loader = ControlNetUnionModel if union else ControlNetModel
         local = self._local_controlnet_folder(source)
-        # Original single files are SD1.5 ControlNet 1.1's layout; SDXL ones come as folders.
-        single_file = None if local or self.family == SDXL else self._local_controlnet_file(source)
+        single_file = None if local else self._local_controlnet_file(source)
         _say(status, f"Loading ControlNet {local or single_file or source} (first use only)…")
         try:
             if single_file is not None:
-                model = _controlnet_from_single_file(single_file, base.unet, modality, self.dtype)
+                model = _controlnet_from_single_file(
+                    single_file, base.unet, modality, self.dtype, union
+                )
             else:
                 model = _from_pretrained_local_first(
                     loader.from_pretrained,
@@ -722,11 +769,9 @@ class ModelManager:
             name = source.split("/")[-1]
             hint = (
                 f"download it into a folder and pass --controlnet-dir (or CONTROLNET_MODELS_DIR): "
-                f"the app looks for <dir>/{name}/config.json"
+                f"the app looks for <dir>/{name}/config.json, or a single file "
+                f"<dir>/{name}.safetensors (or .pth) as A1111 and ComfyUI keep them"
             )
-            if self.family != SDXL:
-                hint += f", or a single file <dir>/{name}.pth or .safetensors as the A1111 "
-                hint += "extension keeps them"
             raise WeightsUnavailableError(
                 _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
             ) from error

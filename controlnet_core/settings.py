@@ -358,8 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "controlnet_dir",
-        "folder with local ControlNets named like control_v11p_sd15_canny: diffusers folders, "
-        "or single .pth/.safetensors files as the A1111 extension keeps them",
+        "folder with local ControlNets named like control_v11p_sd15_canny or "
+        "controlnet-union-sdxl-1.0: diffusers folders, or single .pth/.safetensors files as "
+        "A1111 and ComfyUI keep them",
     )
     add("device", choices=DEVICES)
     add(

@@ -205,7 +205,7 @@ def tiny_controlnet(unet, key: str):
     return controlnet.eval().requires_grad_(False)
 
 
-def tiny_union_controlnet(unet, seed: int = 0):
+def tiny_union_controlnet(unet, seed: int = 0, control_types: int = 6):
     """A union ControlNet (diffusers' `ControlNetUnionModel`, one model for several kinds of map)
     cloned from a tiny `unet` with seeded non-zero output layers, so that both the maps and their
     control types change the image. Built from the UNet's config: diffusers' `from_unet` sizes the
@@ -222,8 +222,9 @@ def tiny_union_controlnet(unet, seed: int = 0):
         controlnet = ControlNetUnionModel(
             **config,
             conditioning_embedding_out_channels=(8, 16, 16, 32),
+            num_control_type=control_types,  # 6 as xinsir's first weights, 8 as ProMax
             num_trans_channel=width,
-            num_trans_head=2,
+            num_trans_head=8,  # as xinsir's (a file's weights do not show it)
             num_proj_channel=width,
         )
     for part in ("conv_in", "time_proj", "time_embedding", "add_time_proj", "add_embedding"):

@@ -522,3 +522,41 @@ def test_offload_on_sdxl_moves_both_text_encoders_then_the_unet_with_its_control
         ("UNet2DConditionModel", "ControlNetModel", "ControlNetUnionModel"),  # the union once
         ("AutoencoderKL",),
     ]
+
+
+def test_sdxl_controlnets_kept_as_single_files_load_as_their_folders_do(
+    saved_sdxl, models, square_image, tmp_path
+):
+    """--controlnet-dir holding SDXL ControlNets as one .safetensors each, as A1111 and ComfyUI
+    keep them (diffusers' keys): the canny one, and the union one with ProMax's 8 control types,
+    whose sizes are read from its weights; Combine gives the images the folders give."""
+    from safetensors.torch import save_file
+
+    from controlnet_core import ControlSpec
+
+    def save(model, name):
+        weights = {key: value.contiguous() for key, value in model.state_dict().items()}
+        save_file(weights, tmp_path / f"{name}.safetensors")
+
+    promax = tiny_union_controlnet(models[0].unet, seed=5, control_types=8)
+    promax.save_pretrained(tmp_path / "folders" / "controlnet-union-sdxl-1.0")
+    save(promax, "controlnet-union-sdxl-1.0")
+    save(canny_controlnet(saved_sdxl), "controlnet-canny-sdxl-1.0")
+    (tmp_path / "folders" / "controlnet-canny-sdxl-1.0").symlink_to(
+        saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
+    )
+    request = GenerationRequest(
+        modality="canny",
+        preprocessor="none",
+        prompt=PROMPT,
+        steps=STEPS,
+        resolution=SIZE,
+        extra_controls=(ControlSpec("scribble", "none"),),
+    )
+    files = sdxl_engine(saved_sdxl, controlnet_dir=str(tmp_path))
+    result = files.generate(request, square_image, extra_images=[square_image])
+    union = files.manager.controlnet(get_modality("scribble")).model
+    assert union.config.num_control_type == 8
+    folders = sdxl_engine(saved_sdxl, controlnet_dir=str(tmp_path / "folders"))
+    expected = folders.generate(request, square_image, extra_images=[square_image])
+    np.testing.assert_allclose(result.arrays, expected.arrays, atol=1e-5)
