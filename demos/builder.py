@@ -228,6 +228,9 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
                 made[f.name] = f.make()
 
     gr.Markdown(f"**{modality.label}** — {modality.description}")
+    # Above both columns: on a phone the results column comes after every control, and the note
+    # says why a tab cannot generate on this backend.
+    note_area(engine, modality.id)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             place("image", "prompt")
@@ -264,7 +267,6 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
                     place("seed", "randomize_seed")
                 place("num_images", "resolution", "scheduler")
         with gr.Column(scale=1, elem_classes=["cn-results-col"]):
-            note_area(engine, modality.id)
             gallery, comparison = results_area("Control map, then results")
             inside = inside_panel() if buttons.enabled else None
             timeline = timeline_panel() if buttons.enabled else None

@@ -153,9 +153,15 @@ class CombineView:
 def layout_combine(
     engine: Engine, units: Sequence[list[FormField]], shared: list[FormField]
 ) -> CombineView:
+    union = (
+        " On SDXL, the maps of the union ControlNet go into that one model together, each "
+        "weighed by its strength."
+        if engine.sizes_by_area
+        else ""
+    )
     gr.Markdown(
         "**Combine** — several ControlNets at once (e.g. pose + depth). Each has its own "
-        "strength and start/end; their residuals add up inside the UNet."
+        f"strength and start/end; their residuals add up inside the UNet.{union}"
     )
     note_area(engine)
     made_units = []

@@ -66,6 +66,9 @@ footer { display: none !important; }
   text-overflow: clip; border: none; border-radius: 0; border-top: 1px solid var(--border-color-primary);
   line-height: 1.3; opacity: 1 !important; }
 .cn-timeline .grid-container { grid-template-columns: repeat(6, minmax(0, 1fr)) !important; }
+/* A long choice (on a phone) ends in "…" before the dropdown's arrow (drawn over the input's
+   right end) instead of running under it. */
+.secondary-wrap > input[role="combobox"] { text-overflow: ellipsis; padding-right: 28px !important; }
 @media (max-width: 640px) {
   .cn-results .grid-container:has(> .gallery-item:nth-child(3)) {
     grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
