@@ -597,8 +597,8 @@ class Engine:
         }
         if few_step is not None:
             facts["few_step_lora"] = shown_source(few_step.lora_id)
-        if self.settings.vae and self.backend == "real":
-            facts["vae"] = shown_source(self.settings.vae)
+        if self.manager.vae_id is not None:
+            facts["vae"] = shown_source(self.manager.vae_id)
         return facts
 
 

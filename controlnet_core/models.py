@@ -44,6 +44,9 @@ from controlnet_core.settings import (
     DTYPES,
     FEW_STEP_SCHEDULER,
     SCHEDULER_NAMES,
+    SDXL_FP16_VAE,
+    VAE_AUTO,
+    VAE_BASE,
     Settings,
 )
 
@@ -337,6 +340,7 @@ class ModelManager:
         self._few_step: LoadedFewStep | None = None
         self._few_step_lock = threading.Lock()
         self._offloader: Offloader | None = None
+        self._vae_id: str | None = None
         self._controlnets: OrderedDict[str, LoadedControlNet] = OrderedDict()
         self._controlnet_locks: dict[str, threading.Lock] = {}
         self._cache_lock = threading.Lock()
@@ -557,8 +561,15 @@ class ModelManager:
         extra = {}
         if not self.settings.safety_checker and not sdxl:  # SDXL ships no safety checker
             extra = {"safety_checker": None, "requires_safety_checker": False}
-        if self.settings.vae:
-            extra["vae"] = self._load_vae(status)
+        vae = self._vae_source(sdxl)
+        if vae is not None:
+            try:
+                extra["vae"] = self._load_vae(vae, status)
+                self._vae_id = vae
+            except WeightsUnavailableError:
+                if self.settings.vae != VAE_AUTO:
+                    raise
+                log.warning("%s unavailable: SDXL's own VAE decodes in float32", vae)
         _say(status, f"Loading base model {source} (first use only)…")
         try:
             if source.lower().endswith(SINGLE_FILE_SUFFIXES):
@@ -600,11 +611,25 @@ class ModelManager:
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self._home)
 
-    def _load_vae(self, status: StatusCallback | None):
-        """The VAE settings.vae names (a hub id or a diffusers folder), in the weights' dtype."""
+    def _vae_source(self, sdxl: bool) -> str | None:
+        """The VAE to load in place of the base model's (settings.vae), None for its own: with
+        "auto", SDXL_FP16_VAE for an SDXL base in float16, whose own VAE overflows there."""
+        import torch
+
+        choice = self.settings.vae
+        if choice == VAE_AUTO:
+            return SDXL_FP16_VAE if sdxl and self.dtype == torch.float16 else None
+        return None if choice in (VAE_BASE, "") else choice
+
+    @property
+    def vae_id(self) -> str | None:
+        """The VAE loaded in place of the base model's, once loaded (None: its own)."""
+        return self._vae_id
+
+    def _load_vae(self, source: str, status: StatusCallback | None):
+        """The VAE `source` names (a hub id or a diffusers folder), in the weights' dtype."""
         from diffusers import AutoencoderKL
 
-        source = self.settings.vae
         _say(status, f"Loading the VAE {shown_source(source)} (first use only)…")
         try:
             return _from_pretrained_local_first(

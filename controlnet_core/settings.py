@@ -28,6 +28,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULER_NAMES = ("UniPC", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM", "LCM")
 # The sampler of few-step mode: it runs the UNet with the few-step LoRA fused in (few_step_lora).
 FEW_STEP_SCHEDULER = "LCM"
+# SDXL's VAE fine-tuned not to overflow in float16 (its own must decode in float32).
+SDXL_FP16_VAE = "madebyollin/sdxl-vae-fp16-fix"
+VAE_AUTO, VAE_BASE = "auto", "base"
+
 DEFAULT_FEW_STEP_LORA = "latent-consistency/lcm-lora-sdv1-5"
 # What the default stands for with an SDXL base (an SD1.5 LoRA does not fit SDXL's UNet).
 DEFAULT_FEW_STEP_LORA_SDXL = "latent-consistency/lcm-lora-sdxl"
@@ -62,7 +66,8 @@ class Settings:
     ControlNets, VAE) to the GPU only while it runs (see `offload`; not with compile);
     few_step_lora is the LoRA (hub id, local folder or .safetensors file) that the LCM sampler's
     few-step mode fuses into a copy of the UNet; vae replaces the base model's VAE (hub id or local
-    folder; "" keeps its own), e.g. madebyollin/sdxl-vae-fp16-fix, which SDXL runs in float16;
+    folder; "base" keeps its own; "auto", the default, is SDXL_FP16_VAE where the base is SDXL and
+    runs in float16, whose own VAE would have to run in float32, and the base's own otherwise);
     preview_concurrency is how many map previews and recipe loads run at once; hosted says the app is
     served to the public (Spaces); mcp serves gradio's MCP server next to the app.
     """
@@ -75,7 +80,7 @@ class Settings:
     dtype: str = "auto"
     scheduler: str = "UniPC"
     few_step_lora: str = DEFAULT_FEW_STEP_LORA
-    vae: str = ""
+    vae: str = "auto"
     compile: bool = False
     low_vram: bool = False
     offload: bool = False
@@ -394,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "vae",
-        "a VAE to use instead of the base model's (hub id or local folder), e.g. "
-        "madebyollin/sdxl-vae-fp16-fix, which lets SDXL's VAE run in float16 on a GPU",
+        f"the VAE: '{VAE_AUTO}' is {SDXL_FP16_VAE} for an SDXL base in float16 (a GPU; its own "
+        f"VAE would decode in float32) and the base's own otherwise; '{VAE_BASE}' the base's "
+        "own; or a hub id or local diffusers folder",
     )
     add("safety_checker", "run the base model's NSFW safety checker when it has one")
     add("host", "address to listen on; 0.0.0.0 serves a network")

@@ -560,3 +560,54 @@ def test_sdxl_controlnets_kept_as_single_files_load_as_their_folders_do(
     folders = sdxl_engine(saved_sdxl, controlnet_dir=str(tmp_path / "folders"))
     expected = folders.generate(request, square_image, extra_images=[square_image])
     np.testing.assert_allclose(result.arrays, expected.arrays, atol=1e-5)
+
+
+def test_the_automatic_vae_is_the_fp16_fix_for_sdxl_in_float16_only(saved_sdxl):
+    """--vae auto (the default): an SDXL base in float16 decodes with madebyollin's fp16-fix VAE;
+    SD1.5, or SDXL in bfloat16/float32, keeps its own; without the hub it falls back to SDXL's own
+    VAE in float32 (a named --vae that cannot load is an error instead)."""
+    from controlnet_core import WeightsUnavailableError
+    from controlnet_core.models import ModelManager
+    from controlnet_core.settings import SDXL_FP16_VAE
+
+    def manager(dtype, **settings) -> ModelManager:
+        made = ModelManager(
+            Settings(backend="real", base_model=str(saved_sdxl / "sdxl-base"), **settings)
+        )
+        made._hardware = (torch.device("cpu"), dtype)  # as a GPU would choose, without one
+        return made
+
+    assert manager(torch.float16)._vae_source(sdxl=True) == SDXL_FP16_VAE
+    assert manager(torch.float16)._vae_source(sdxl=False) is None
+    assert manager(torch.bfloat16)._vae_source(sdxl=True) is None
+    assert manager(torch.float16, vae="base")._vae_source(sdxl=True) is None
+    offline = manager(torch.float16)
+    base = offline.base()  # the hub is unreachable in tests: SDXL's own VAE, in float32
+    assert offline.vae_id is None and base.vae.dtype == torch.float32
+    assert base.unet.dtype == torch.float16
+    named = manager(torch.float16, vae="someone/missing-vae")
+    with pytest.raises(WeightsUnavailableError, match="'someone/missing-vae' could not be loaded"):
+        named.base()
+
+
+def test_an_sdxl_recipe_regenerates_its_image(saved_sdxl, square_image):
+    """A Combine run on SDXL (Canny + the union model's Human pose, at an SDXL bucket size) made
+    again from its recipe gives the same image, bit for bit."""
+    from controlnet_core import ControlSpec
+
+    engine = sdxl_engine(saved_sdxl)
+    photo = np.full((48, 64, 3), 255, dtype=np.uint8)
+    photo[12:36, 16:48] = 0
+    request = GenerationRequest(
+        modality="canny",
+        preprocessor="none",
+        prompt=PROMPT,
+        steps=STEPS,
+        resolution=128,
+        seed=11,
+        extra_controls=(ControlSpec("pose", "none", conditioning_scale=0.6),),
+    )
+    first = engine.generate(request, photo, extra_images=[square_image])
+    assert (first.recipe["width"], first.recipe["height"]) == (160, 128)  # 4:3, multiples of 32
+    again = engine.generate(engine.recipe_request(first.recipe), photo, extra_images=[square_image])
+    np.testing.assert_array_equal(again.arrays, first.arrays)
