@@ -177,8 +177,7 @@ def unfused_copy(model: torch.nn.Module) -> torch.nn.Module:
 def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 2) -> None:
     """Compile the graphs a first `size`² image runs (one image: 2 rows with guidance, 1 without):
     the UNet alone (a plain step), and with a ControlNet, the ControlNet and the UNet fed its
-    residuals. SDXL's get its added conditions (pooled text, size ids); a union ControlNet reads
-    one map, of the first control type."""
+    residuals. SDXL's get its added conditions (pooled text, size ids)."""
     side = size // 8
     options = {"device": unet.device, "dtype": unet.dtype}
     sample = torch.randn(rows, unet.config.in_channels, side, side, **options)
@@ -204,12 +203,6 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             )
             return
         condition = torch.zeros(rows, 3, size, size, **options)
-        extra: dict = {}
-        if "num_control_type" in controlnet.config:
-            control_type = torch.zeros(rows, controlnet.config.num_control_type, **options)
-            control_type[:, 0] = 1
-            condition = [condition]
-            extra = {"control_type": control_type, "control_type_idx": [0]}
         down, mid = controlnet(
             sample,
             timestep,
@@ -219,7 +212,6 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             guess_mode=False,
             added_cond_kwargs=added,
             return_dict=False,
-            **extra,
         )
         unet(
             sample,

@@ -52,7 +52,9 @@ class Modality:
     default_conditioning_scale: float = 1.0
     label_map: bool = False
     sdxl_controlnet_id: str | None = None  # None: no SDXL ControlNet for it in this app
-    sdxl_control_type: int | None = None  # the union model's control type, when it is the union
+    # The union model's control type for this map: what it is read as when the ControlNet that
+    # runs is a union one (the registry's, or one a user put in a dedicated model's place).
+    sdxl_control_type: int | None = None
     sdxl_closest: str = ""  # without an SDXL ControlNet: what comes closest
 
     def __post_init__(self) -> None:
@@ -60,7 +62,7 @@ class Modality:
             raise ValueError(f"modality {self.id!r} needs at least one preprocessor")
         if self.input_kind not in (INPUT_IMAGE, INPUT_CANVAS):
             raise ValueError(f"modality {self.id!r}: unknown input_kind {self.input_kind!r}")
-        if (self.sdxl_control_type is not None) != (self.sdxl_controlnet_id == SDXL_UNION_ID):
+        if self.uses_union("sdxl") and self.sdxl_control_type is None:
             raise ValueError(f"modality {self.id!r}: the union ControlNet needs a control type")
 
     @property
@@ -72,8 +74,12 @@ class Modality:
         return self.sdxl_controlnet_id if family == "sdxl" else self.controlnet_id
 
     def control_type_for(self, family: str) -> int | None:
-        """The control type its map is read as, when the family's ControlNet is the union one."""
+        """The control type its map is read as by a union ControlNet of the family."""
         return self.sdxl_control_type if family == "sdxl" else None
+
+    def uses_union(self, family: str) -> bool:
+        """Whether the family's ControlNet for it is the union one (shared by several tabs)."""
+        return self.controlnet_for(family) == SDXL_UNION_ID
 
 
 _HUB = "lllyasviel/"
@@ -84,6 +90,7 @@ _ENTRIES = (
         label="Canny",
         controlnet_id=_HUB + "control_v11p_sd15_canny",
         sdxl_controlnet_id="diffusers/controlnet-canny-sdxl-1.0",
+        sdxl_control_type=UNION_CONTROL_TYPES["thin line"],
         controlnet_key="canny",
         preprocessors=("canny", "none"),
         description="Canny edges of a photo: thin, exact outlines the image must follow.",
@@ -140,6 +147,7 @@ _ENTRIES = (
         label="Depth",
         controlnet_id=_HUB + "control_v11f1p_sd15_depth",
         sdxl_controlnet_id="diffusers/controlnet-depth-sdxl-1.0",
+        sdxl_control_type=UNION_CONTROL_TYPES["depth"],
         controlnet_key="depth",
         preprocessors=("midas", "zoe", "none"),
         description="A depth map (bright = near), estimated from a photo or uploaded as is.",

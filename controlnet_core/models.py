@@ -16,7 +16,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,6 +214,28 @@ def _controlnet_from_single_file(
         )
 
 
+def _holds_union(folder: Path | None, file: Path | None, expected: bool) -> bool:
+    """Whether a local ControlNet is a union one: its folder's config names the class, a single
+    file has the union model's task embedding; `expected` (the registry's) for hub weights."""
+    if folder is not None:
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return expected
+        return config.get("_class_name") == "ControlNetUnionModel"
+    if file is not None:
+        if file.suffix != ".safetensors":
+            return False  # the pickled files are ControlNet 1.1's originals
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="numpy") as weights:
+                return "task_embedding" in list(weights.keys())
+        except Exception:  # not a readable file: the loader says what failed
+            return expected
+    return expected
+
+
 # xinsir's union ControlNet's sizes that its weights do not show (its config.json).
 UNION_ATTENTION_HEADS = 8
 
@@ -301,10 +323,17 @@ def _fetch_model_files(repo_id: str) -> None:
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"]+)+/([^\s/'\"]+)")
 
 
-def _missing_weights_message(what: str, model_id: str, error: Exception, hint: str) -> str:
-    """What could not be loaded and why, then how to provide it; models by name, not by path."""
+def _missing_weights_message(
+    what: str, model_id: str, error: Exception, hint: str, private: Collection[str] = ()
+) -> str:
+    """What could not be loaded and why, then how to provide it; models by name, not by path
+    (`private`: more local paths to name by their last part, such as the settings' folders,
+    which a loader's reason may quote relative or with spaces)."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    reason = _ABSOLUTE_PATH.sub(r"\1", reason.replace(model_id, shown_source(model_id)))
+    for path in sorted({model_id, *private}, key=len, reverse=True):
+        if path:
+            reason = reason.replace(path, shown_source(path))
+    reason = _ABSOLUTE_PATH.sub(r"\1", reason)
     return (
         f"The {what} weights '{shown_source(model_id)}' could not be loaded ({reason[:300]}).\n"
         f"Provide them in one of these ways:\n"
@@ -373,6 +402,11 @@ class ModelManager:
                 if self._offloader is None:
                     self._offloader = Offloader(device)
         return self._offloader
+
+    def _at_rest(self):
+        """While offloading: hold the device, so that no run moves the base models meanwhile
+        (what copies them, few-step mode's UNet and the tiny ControlNets, reads them at rest)."""
+        return self.offloader.running() if self.offloader is not None else nullcontext()
 
     @property
     def _home(self) -> torch.device | str:
@@ -479,8 +513,15 @@ class ModelManager:
         pipe.unet = compiled
 
     def _compile_controlnet(self, model, status: StatusCallback | None):
-        """`model` compiled and warmed up with the base UNet; itself when compiling fails."""
+        """`model` compiled and warmed up with the base UNet; itself when compiling fails, and for
+        a union ControlNet, whose control types and per-map strengths are Python values that a
+        graph specialises on: each new type or strength would compile anew, mid-run included."""
         from controlnet_core.compiled import Compiled, warm_up
+        from controlnet_core.sampling import is_union
+
+        if is_union(model):
+            log.info("the union ControlNet runs uncompiled (the UNet is compiled)")
+            return model
 
         _announce(status, "Compiling the ControlNet (first load only)…")
         compiled = Compiled(model)
@@ -570,7 +611,7 @@ class ModelManager:
                 if self.settings.vae != VAE_AUTO:
                     raise
                 log.warning("%s unavailable: SDXL's own VAE decodes in float32", vae)
-        _say(status, f"Loading base model {source} (first use only)…")
+        _say(status, f"Loading base model {shown_source(source)} (first use only)…")
         try:
             if source.lower().endswith(SINGLE_FILE_SUFFIXES):
                 if not Path(source).is_file():
@@ -596,7 +637,7 @@ class ModelManager:
                 "to load a single file offline)"
             )
             raise WeightsUnavailableError(
-                _missing_weights_message("base model", source, error, hint)
+                self._missing_weights_message("base model", source, error, hint)
             ) from error
         loaded = family_of_config(pipe.unet.config)
         check_base_family(source, loaded)  # a family the files could not tell before loading
@@ -610,6 +651,15 @@ class ModelManager:
         keep_vae_float32(pipe, self._family)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self._home)
+
+    def _missing_weights_message(
+        self, what: str, model_id: str, error: Exception, hint: str
+    ) -> str:
+        """`_missing_weights_message`, naming the settings' local paths by their last part."""
+        s = self.settings
+        local = [s.base_model, s.base_model_config, s.controlnet_dir, s.vae, s.few_step_lora]
+        private = [path for path in local if path and shown_source(path) != path]
+        return _missing_weights_message(what, model_id, error, hint, private)
 
     def _vae_source(self, sdxl: bool) -> str | None:
         """The VAE to load in place of the base model's (settings.vae), None for its own: with
@@ -638,7 +688,7 @@ class ModelManager:
         except Exception as error:
             hint = "download it into a folder and point --vae (or CONTROLNET_VAE) at it"
             raise WeightsUnavailableError(
-                _missing_weights_message("VAE", source, error, hint)
+                self._missing_weights_message("VAE", source, error, hint)
             ) from error
 
     # --- few-step mode --------------------------------------------------------------------------
@@ -657,7 +707,8 @@ class ModelManager:
         with self._few_step_lock:
             if self._few_step is None:
                 lora_id, (state, alphas) = self._few_step_weights(base, status)
-                pipe = _fuse_lora(base, state, alphas)
+                with self._at_rest():  # copied from CPU memory, not mid-move by another run
+                    pipe = _fuse_lora(base, state, alphas)
                 if self.compiles:  # Fast mode runs without guidance: one row an image
                     self._compile_base(pipe, status, rows=1)
                 self._few_step = LoadedFewStep(lora_id, pipe)
@@ -686,7 +737,7 @@ class ModelManager:
                 "CONTROLNET_FEW_STEP_LORA) at the file or its folder"
             )
             raise WeightsUnavailableError(
-                _missing_weights_message("few-step LoRA", source, error, hint)
+                self._missing_weights_message("few-step LoRA", source, error, hint)
             ) from error
 
     # --- ControlNets ----------------------------------------------------------------------------
@@ -745,7 +796,7 @@ class ModelManager:
         if backend == "tiny":
             from controlnet_core.tiny import TINY_CONTROLNET_PREFIX, tiny_controlnet
 
-            with model_construction_lock:
+            with self._at_rest(), model_construction_lock:
                 model = tiny_controlnet(unfused(base.unet), modality.controlnet_key)
             return model.to(self._home), TINY_CONTROLNET_PREFIX + modality.controlnet_key
         if backend == "toy":
@@ -772,12 +823,14 @@ class ModelManager:
                 f"{', '.join(others)}.",
                 "Or run an SD1.5 base model (--base-model), whose ControlNet 1.1 covers every tab.",
             )
-        # The union model serves several tabs, told apart by a control type (see sampling).
-        union = modality.control_type_for(self.family) is not None
-        loader = ControlNetUnionModel if union else ControlNetModel
         local = self._local_controlnet_folder(source)
         single_file = None if local else self._local_controlnet_file(source)
-        _say(status, f"Loading ControlNet {local or single_file or source} (first use only)…")
+        # The union model serves several tabs, told apart by a control type (see sampling). What
+        # a local folder or file holds decides its class, whatever tab's name it has.
+        union = _holds_union(local, single_file, modality.uses_union(self.family))
+        loader = ControlNetUnionModel if union else ControlNetModel
+        shown = shown_source(str(local or single_file or source))
+        _say(status, f"Loading ControlNet {shown} (first use only)…")
         try:
             if single_file is not None:
                 model = _controlnet_from_single_file(
@@ -790,6 +843,7 @@ class ModelManager:
                     fetch=_fetch_model_files,
                     dtype=self.dtype,
                 )
+            model = model.to(self._home).eval()
         except Exception as error:
             name = source.split("/")[-1]
             hint = (
@@ -798,12 +852,12 @@ class ModelManager:
                 f"<dir>/{name}.safetensors (or .pth) as A1111 and ComfyUI keep them"
             )
             raise WeightsUnavailableError(
-                _missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
+                self._missing_weights_message(f"{modality.label} ControlNet", source, error, hint)
             ) from error
         check_controlnet_family(
             source, model.config, shown_source(self.settings.base_model), self.family
         )
-        return model.to(self._home).eval(), source
+        return model, source
 
     def _local_controlnet_folder(self, controlnet_id: str) -> Path | None:
         if not self.settings.controlnet_dir:

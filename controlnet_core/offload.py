@@ -14,6 +14,7 @@ models itself, from several request threads, so runs that move shared models tak
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -31,7 +32,8 @@ class Offloader:
         self.device = torch.device(device)
         self._lock = threading.RLock()
         self._on_device: list[torch.nn.Module] = []
-        self.stages: list[tuple[str, ...]] = []  # the stages used, by model class (for tests)
+        # The last stages used, by model class: what a run moved, for tests and logs.
+        self.stages: deque[tuple[str, ...]] = deque(maxlen=32)
 
     @contextmanager
     def running(self) -> Iterator[Offloader]:
@@ -48,20 +50,23 @@ class Offloader:
         for model in models:  # once each: units of one union ControlNet share it
             if model is not None and all(model is not other for other in wanted):
                 wanted.append(model)
-        for model in self._on_device:
+        for model in list(self._on_device):
             if all(model is not other for other in wanted):
                 model.to("cpu")
-        for model in wanted:
-            model.to(self.device)
-        self._on_device = wanted
-        self.stages.append(tuple(type(model).__name__ for model in wanted))
+                self._on_device.remove(model)
         self._free_cache()
+        for model in wanted:
+            # Counted as on the device before it moves: a move that fails half-way (out of
+            # memory) still leaves it for `park` to bring back, not resident for good.
+            if all(model is not other for other in self._on_device):
+                self._on_device.append(model)
+            model.to(self.device)
+        self.stages.append(tuple(type(model).__name__ for model in wanted))
 
     def park(self) -> None:
         """Every model of the last stage back to the CPU."""
-        for model in self._on_device:
-            model.to("cpu")
-        self._on_device = []
+        while self._on_device:
+            self._on_device.pop(0).to("cpu")
         self._free_cache()
 
     def _free_cache(self) -> None:

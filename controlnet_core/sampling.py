@@ -75,9 +75,12 @@ class ControlUnit:
 
 
 def is_union(model) -> bool:
-    """Whether `model` is a union ControlNet (one model for several kinds of map)."""
-    config = getattr(model, "config", None)
-    return config is not None and "num_control_type" in config
+    """Whether `model` is a union ControlNet (one model for several kinds of map), compiled or
+    not; by its class: a union model's config loaded into a plain ControlNet still names its
+    control types."""
+    from diffusers import ControlNetUnionModel
+
+    return isinstance(eager(model), ControlNetUnionModel)
 
 
 def control_keep(step: int, total: int, start: float, end: float) -> float:

@@ -82,7 +82,7 @@ def backend_note(engine: Engine, modality_id: str | None = None, hardware: bool 
                     "Preview map works; an SD1.5 base covers this tab."
                 )
             control_type = modality.control_type_for("sdxl")
-            if control_type is not None:
+            if modality.uses_union("sdxl") and control_type is not None:
                 note = (
                     f"SDXL + xinsir's union ControlNet, which reads this map as its "
                     f"“{UNION_TYPE_NAMES[control_type]}” type."

@@ -431,3 +431,16 @@ def test_low_vram_decodes_in_tiles_with_nearly_the_same_images(square_image):
     assert vae.use_tiling and vae.use_slicing
     difference = np.abs(tiled.arrays - whole.arrays)
     assert 0 < difference.mean() < 0.05
+
+
+def test_weights_messages_name_local_paths_by_their_last_part():
+    """A loader's reason quoting the server's folders (with spaces, or relative ones from the
+    settings) shows them by their last part."""
+    from controlnet_core.models import _missing_weights_message
+
+    reason = OSError("no config.json in /srv/John Smith/vae, nor in /opt/hub cache/x.json")
+    message = _missing_weights_message(
+        "VAE", "/srv/John Smith/vae", reason, "hint", private=["/opt/hub cache"]
+    )
+    assert "The VAE weights 'vae' could not be loaded (no config.json in vae, nor in" in message
+    assert "John Smith" not in message and "/opt/" not in message

@@ -29,6 +29,8 @@ class Placed(torch.nn.Module):
 
     def to(self, device):  # noqa: D102 - records instead of moving
         self.moves.append((self.name, str(device)))
+        if self.name == "too big" and str(device) != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory")
         return self
 
 
@@ -53,6 +55,18 @@ def test_a_stage_moves_its_models_in_and_the_previous_stages_out():
     ]
 
 
+def test_a_stage_that_fails_to_move_in_leaves_nothing_on_the_device():
+    """Out of memory half-way through a stage: what moved in so far goes back to the CPU when the
+    run ends, instead of staying resident (and making every later run fail too)."""
+    moves: list = []
+    unet, controlnet = Placed("unet", moves), Placed("too big", moves)
+    offload = Offloader("meta")
+    with pytest.raises(torch.OutOfMemoryError), offload.running():
+        offload.use(unet, controlnet)
+    assert moves == [("unet", "meta"), ("too big", "meta"), ("unet", "cpu"), ("too big", "cpu")]
+    assert offload._on_device == []
+
+
 def test_offloaded_runs_move_each_stage_and_give_the_same_images(square_image):
     request = GenerationRequest(modality="canny", **FAST)
     plain = Engine(Settings(backend="tiny"))
@@ -62,7 +76,7 @@ def test_offloaded_runs_move_each_stage_and_give_the_same_images(square_image):
     np.testing.assert_array_equal(result.arrays, expected.arrays)
     offload = engine.manager.offloader
     # The timeline's decoder is fitted first, on the VAE alone; then the run's three stages.
-    assert offload.stages == [VAE, TEXT, (UNET, "ControlNetModel"), VAE]
+    assert list(offload.stages) == [VAE, TEXT, (UNET, "ControlNetModel"), VAE]
     assert offload._on_device == []  # every model back in CPU memory
 
 
@@ -90,7 +104,7 @@ def test_offloaded_runs_take_turns(square_image):
         thread.join()
     assert not errors
     run_stages = [TEXT, (UNET, "ControlNetModel"), VAE]
-    assert engine.manager.offloader.stages == run_stages * 2
+    assert list(engine.manager.offloader.stages) == run_stages * 2
 
 
 def test_offload_is_refused_with_compile_and_read_from_the_command_line():

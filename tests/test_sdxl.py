@@ -18,6 +18,7 @@ from diffusers import (
 from PIL import Image
 
 from controlnet_core import Engine, GenerationRequest, Settings, get_modality
+from controlnet_core.modalities import UNION_CONTROL_TYPES as UNION_TYPES
 from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, is_sdxl, sample
 from controlnet_core.tiny import (
     randomize_control_outputs,
@@ -517,7 +518,7 @@ def test_offload_on_sdxl_moves_both_text_encoders_then_the_unet_with_its_control
     engine = sdxl_engine(saved_sdxl, offload=True)
     result = engine.generate(request, square_image, extra_images=images)
     np.testing.assert_array_equal(result.arrays, expected.arrays)
-    assert engine.manager.offloader.stages == [
+    assert list(engine.manager.offloader.stages) == [
         ("CLIPTextModel", "CLIPTextModelWithProjection"),
         ("UNet2DConditionModel", "ControlNetModel", "ControlNetUnionModel"),  # the union once
         ("AutoencoderKL",),
@@ -611,3 +612,41 @@ def test_an_sdxl_recipe_regenerates_its_image(saved_sdxl, square_image):
     assert (first.recipe["width"], first.recipe["height"]) == (160, 128)  # 4:3, multiples of 32
     again = engine.generate(engine.recipe_request(first.recipe), photo, extra_images=[square_image])
     np.testing.assert_array_equal(again.arrays, first.arrays)
+
+
+def test_a_controlnet_in_another_kinds_place_runs_as_what_it_is(
+    saved_sdxl, models, square_image, tmp_path
+):
+    """Union weights saved under the Canny model's name run as a union model reading Canny's map
+    as "thin line"; a plain SDXL ControlNet saved under the union model's name runs as a plain
+    one; neither ends in a shape error. The loading messages name models, not the server's
+    folders."""
+    from controlnet_core.sampling import is_union
+
+    union = tiny_union_controlnet(models[0].unet, seed=3)
+    union.save_pretrained(tmp_path / "controlnet-canny-sdxl-1.0")
+    canny_controlnet(saved_sdxl).save_pretrained(tmp_path / "controlnet-union-sdxl-1.0")
+    engine = sdxl_engine(saved_sdxl, controlnet_dir=str(tmp_path))
+    messages: list[str] = []
+    request = GenerationRequest(
+        modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE
+    )
+    engine.generate(request, square_image, progress=lambda _, text: messages.append(text))
+    model = engine.manager.controlnet(get_modality("canny")).model
+    assert is_union(model)
+    types = []
+    hook = model.register_forward_hook(
+        lambda module, args, kwargs, out: types.append(kwargs["control_type_idx"]),
+        with_kwargs=True,
+    )
+    try:
+        engine.generate(request, square_image)
+    finally:
+        hook.remove()
+    assert types[0] == [UNION_TYPES["thin line"]]
+    scribble = replace(request, modality="scribble")
+    engine.generate(scribble, square_image, progress=lambda _, text: messages.append(text))
+    assert not is_union(engine.manager.controlnet(get_modality("scribble")).model)
+    loading = [text for text in messages if text.startswith("Loading")]
+    assert "Loading ControlNet controlnet-canny-sdxl-1.0 (first use only)…" in loading
+    assert all(str(tmp_path) not in text and str(saved_sdxl) not in text for text in messages)
