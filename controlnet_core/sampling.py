@@ -374,29 +374,10 @@ def _control_residuals(
     """
     batch = len(variants)
     rows = 2 * batch if do_cfg else batch
-    down_sum: list[torch.Tensor] | None = None
-    mid_sum: torch.Tensor | None = None
+    summed: list[torch.Tensor] | None = None  # the down residuals, then the mid one
     for call in _control_calls(units):
-        strengths = [
-            tuple(
-                v.units[k].conditioning_scale
-                * control_keep(index, total, v.units[k].guidance_start, v.units[k].guidance_end)
-                for k in call
-            )
-            for v in variants
-        ]
-        if len(call) == 1:  # linear: one call, rows scaled after
-            groups = {(1.0,): [b for b, s in enumerate(strengths) if s[0] != 0.0]}
-            after = [s[0] for s in strengths]
-        else:
-            groups = {}
-            for b, s in enumerate(strengths):
-                if any(s):
-                    groups.setdefault(s, []).append(b)
-            after = [1.0] * batch
+        groups, after = _strength_groups(call, variants, index, total)
         for inside, active in groups.items():
-            if not active:
-                continue
             if do_cfg and not cond_only:
                 target_rows = active + [batch + b for b in active]
             elif do_cfg:
@@ -420,17 +401,39 @@ def _control_residuals(
             placed = []
             for residual, weight in zip([*down, mid], weights, strict=True):
                 value = residual * factor if weight == 1.0 else residual * factor * weight
-                full = torch.zeros(
-                    (rows, *residual.shape[1:]), device=residual.device, dtype=residual.dtype
-                )
+                full = residual.new_zeros((rows, *residual.shape[1:]))
                 full[target_rows] = value
                 placed.append(full)
-            if down_sum is None:
-                down_sum, mid_sum = placed[:-1], placed[-1]
-            else:
-                down_sum = [a + b for a, b in zip(down_sum, placed[:-1], strict=True)]
-                mid_sum = mid_sum + placed[-1]
-    return down_sum, mid_sum
+            summed = (
+                placed if summed is None else [a + b for a, b in zip(summed, placed, strict=True)]
+            )
+    if summed is None:
+        return None, None
+    return summed[:-1], summed[-1]
+
+
+def _strength_groups(call: list[int], variants: Sequence[Variant], index: int, total: int):
+    """({strengths passed into the call: the variants run with them}, each variant's factor for
+    the call's output) for the units `call` at step `index`: variants whose every strength is 0
+    (or whose window is closed) run no call. One unit's output is linear in its strength, so one
+    call at strength 1 serves every variant, scaled after; a union model reading several maps
+    weighs them inside, so each distinct set of strengths is a call of its own."""
+    strengths = [
+        tuple(
+            v.units[k].conditioning_scale
+            * control_keep(index, total, v.units[k].guidance_start, v.units[k].guidance_end)
+            for k in call
+        )
+        for v in variants
+    ]
+    if len(call) == 1:
+        active = [b for b, s in enumerate(strengths) if s[0] != 0.0]
+        return ({(1.0,): active} if active else {}), [s[0] for s in strengths]
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for b, s in enumerate(strengths):
+        if any(s):
+            groups.setdefault(s, []).append(b)
+    return groups, [1.0] * len(variants)
 
 
 def _call_controlnet(units, images, strengths, sample_in, embeds, added, t, guess_mode):
