@@ -35,7 +35,16 @@ def cpu_flags() -> str:
     return " ".join(flag for flag in wanted if flag in text.split())
 
 
-def run(pipe, controlnet, size: int, steps: int, scheduler: str, guidance: float, preview=None):
+def run(
+    pipe,
+    controlnet,
+    size: int,
+    steps: int,
+    scheduler: str,
+    guidance: float,
+    preview=None,
+    on_step=None,
+):
     from bench.components import control_image
     from controlnet_core.models import make_scheduler
     from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, sample
@@ -52,6 +61,7 @@ def run(pipe, controlnet, size: int, steps: int, scheduler: str, guidance: float
         height=size,
         scheduler_factory=lambda: make_scheduler(scheduler, pipe.scheduler.config),
         preview=preview,
+        on_step=on_step,
     )
     return time.perf_counter() - started, arrays[0]
 

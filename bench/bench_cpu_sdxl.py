@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.bench_cpu import cpu_flags
+from bench.bench_cpu import cpu_flags, run
 
 
 def build(device: str = "cpu"):
@@ -45,25 +45,16 @@ def build(device: str = "cpu"):
 
 def step_seconds(pipe, controlnet, *, size: int, steps: int, guidance: float, scheduler: str):
     """(median seconds of steps 2..N, seconds of the whole call) for one ControlNet image."""
-    from bench.components import control_image
-    from controlnet_core.models import make_scheduler
-    from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, sample
-
     marks: list[float] = []
-    started = time.perf_counter()
-    sample(
+    whole, _ = run(
         pipe,
-        [ControlUnit(controlnet, control_image(size))],
-        [Variant(0, (UnitSettings(1.0),))],
-        prompt="a photo of a house by a lake",
-        steps=steps,
-        guidance_scale=guidance,
-        width=size,
-        height=size,
-        scheduler_factory=lambda: make_scheduler(scheduler, pipe.scheduler.config),
+        controlnet,
+        size,
+        steps,
+        scheduler,
+        guidance,
         on_step=lambda index, total: marks.append(time.perf_counter()),
     )
-    whole = time.perf_counter() - started
     gaps = [later - earlier for earlier, later in zip(marks, marks[1:], strict=False)]
     return statistics.median(gaps), whole
 

@@ -127,6 +127,12 @@ def sdxl_engine(root, **overrides) -> Engine:
     return Engine(Settings(**{**settings, **overrides}))
 
 
+def request_for(modality: str, **fields) -> GenerationRequest:
+    """A request on the saved SDXL weights: the upload is the map, STEPS steps at SIZE²."""
+    options = {"preprocessor": "none", "prompt": PROMPT, "steps": STEPS, "resolution": SIZE}
+    return GenerationRequest(modality=modality, **{**options, **fields})
+
+
 def reference_image(root, pipeline, controlnet, *, scheduler=None, lora=None, vae=None, **call):
     """The image diffusers' own `pipeline` makes on the saved SDXL weights (seed 3, STEPS steps,
     SIZE², UniPC unless `scheduler`), with `lora` fused and `vae` in place when given."""
@@ -164,9 +170,7 @@ def test_an_sdxl_base_runs_its_controlnet_as_diffusers_does(saved_sdxl, square_i
     assert engine.family == "sdxl" and engine.has_few_step()
     assert engine.has_controlnet("canny") and engine.has_controlnet("depth")
     assert engine.has_controlnet("scribble") and not engine.has_controlnet("shuffle")
-    request = GenerationRequest(
-        modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE, seed=3
-    )
+    request = request_for("canny", seed=3)
     result = engine.generate(request, square_image)
     assert result.recipe["family"] == "sdxl"
     assert result.recipe["controlnet_model"] == "diffusers/controlnet-canny-sdxl-1.0"
@@ -280,14 +284,7 @@ def test_the_union_controlnet_serves_its_tabs_loaded_once(saved_sdxl, square_ima
     from controlnet_core.modalities import SDXL_UNION_ID, UNION_CONTROL_TYPES
 
     engine = sdxl_engine(saved_sdxl)
-    request = GenerationRequest(
-        modality="scribble",
-        preprocessor="none",
-        prompt=PROMPT,
-        steps=STEPS,
-        resolution=SIZE,
-        seed=3,
-    )
+    request = request_for("scribble", seed=3)
     result = engine.generate(request, square_image)
     assert result.recipe["controlnet_model"] == SDXL_UNION_ID
     pose = engine.generate(replace(request, modality="pose"), square_image)
@@ -385,9 +382,7 @@ def test_a_vae_of_its_own_replaces_the_base_models_and_is_named_in_the_recipe(
     vae.register_to_config(force_upcast=False)
     vae.save_pretrained(tmp_path / "sdxl-vae-fp16-fix")
     engine = sdxl_engine(saved_sdxl, vae=str(tmp_path / "sdxl-vae-fp16-fix"))
-    request = GenerationRequest(
-        modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE, seed=3
-    )
+    request = request_for("canny", seed=3)
     result = engine.generate(request, square_image)
     assert result.recipe["vae"] == "sdxl-vae-fp16-fix"
     own = sdxl_engine(saved_sdxl).generate(request, square_image)
@@ -446,14 +441,7 @@ def test_an_sdxl_single_file_loads_as_its_folder_does(saved_sdxl, models, square
         )
     )
     assert engine.family == "sdxl"
-    request = GenerationRequest(
-        modality="scribble",
-        preprocessor="none",
-        prompt=PROMPT,
-        steps=STEPS,
-        resolution=SIZE,
-        seed=3,
-    )
+    request = request_for("scribble", seed=3)
     single = engine.generate(request, square_image)
     assert single.recipe["base_model"] == path.name and single.recipe["family"] == "sdxl"
     folder = sdxl_engine(saved_sdxl).generate(request, square_image)
@@ -505,13 +493,8 @@ def test_offload_on_sdxl_moves_both_text_encoders_then_the_unet_with_its_control
     images are those of a run without offload."""
     from controlnet_core import ControlSpec
 
-    request = GenerationRequest(
-        modality="canny",
-        preprocessor="none",
-        prompt=PROMPT,
-        steps=STEPS,
-        resolution=SIZE,
-        extra_controls=(ControlSpec("scribble", "none"), ControlSpec("pose", "none")),
+    request = request_for(
+        "canny", extra_controls=(ControlSpec("scribble", "none"), ControlSpec("pose", "none"))
     )
     images = [square_image, square_image]
     expected = sdxl_engine(saved_sdxl).generate(request, square_image, extra_images=images)
@@ -546,14 +529,7 @@ def test_sdxl_controlnets_kept_as_single_files_load_as_their_folders_do(
     (tmp_path / "folders" / "controlnet-canny-sdxl-1.0").symlink_to(
         saved_sdxl / "controlnets" / "controlnet-canny-sdxl-1.0"
     )
-    request = GenerationRequest(
-        modality="canny",
-        preprocessor="none",
-        prompt=PROMPT,
-        steps=STEPS,
-        resolution=SIZE,
-        extra_controls=(ControlSpec("scribble", "none"),),
-    )
+    request = request_for("canny", extra_controls=(ControlSpec("scribble", "none"),))
     files = sdxl_engine(saved_sdxl, controlnet_dir=str(tmp_path))
     result = files.generate(request, square_image, extra_images=[square_image])
     union = files.manager.controlnet(get_modality("scribble")).model
@@ -628,9 +604,7 @@ def test_a_controlnet_in_another_kinds_place_runs_as_what_it_is(
     canny_controlnet(saved_sdxl).save_pretrained(tmp_path / "controlnet-union-sdxl-1.0")
     engine = sdxl_engine(saved_sdxl, controlnet_dir=str(tmp_path))
     messages: list[str] = []
-    request = GenerationRequest(
-        modality="canny", preprocessor="none", prompt=PROMPT, steps=STEPS, resolution=SIZE
-    )
+    request = request_for("canny")
     engine.generate(request, square_image, progress=lambda _, text: messages.append(text))
     model = engine.manager.controlnet(get_modality("canny")).model
     assert is_union(model)
