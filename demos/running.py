@@ -25,6 +25,10 @@ SCROLL_TO_RESULTS = """() => {
   if (top < 0 || top > innerHeight * 0.5) col.scrollIntoView({behavior: "smooth", block: "start"});
 }"""
 
+# On a phone the results come after every control: a run brings them into view when it starts, so
+# the image is seen forming (the live previews); on a wide page they sit beside the form already.
+SCROLL_TO_RESULTS_ON_PHONE = "() => { if (innerWidth <= 640) (" + SCROLL_TO_RESULTS + ")(); }"
+
 # Ctrl/Cmd+Enter (and Shift+Enter, gradio's own) in a prompt clicks its tab's Generate button, so a
 # disabled button (a run in flight) also blocks the keyboard. Passed to launch(head=...).
 KEYS_HEAD = """<script>
@@ -78,7 +82,9 @@ class RunButtons:
         if sweep is not None:
             triggers.append((self.sweep, sweep))
         for button, (fn, inputs, options) in triggers:
-            started = button.click(self._busy, outputs=self._switched, **_instant())
+            started = button.click(
+                self._busy, outputs=self._switched, js=SCROLL_TO_RESULTS_ON_PHONE, **_instant()
+            )
             run = started.then(fn, inputs=list(inputs), **options, **common)
             run.then(self._idle, outputs=self._switched, js=SCROLL_TO_RESULTS, **_instant())
             run.failure(
