@@ -177,7 +177,8 @@ def unfused_copy(model: torch.nn.Module) -> torch.nn.Module:
 def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 2) -> None:
     """Compile the graphs a first `size`² image runs (one image: 2 rows with guidance, 1 without):
     the UNet alone (a plain step), and with a ControlNet, the ControlNet and the UNet fed its
-    residuals. SDXL's get its added conditions (pooled text, size ids)."""
+    residuals. SDXL's get its added conditions (pooled text, size ids), a union ControlNet one
+    map whose control type is a tensor (as `sampling` passes it to a compiled model)."""
     side = size // 8
     options = {"device": unet.device, "dtype": unet.dtype}
     sample = torch.randn(rows, unet.config.in_channels, side, side, **options)
@@ -203,6 +204,13 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             )
             return
         condition = torch.zeros(rows, 3, size, size, **options)
+        extra: dict = {}
+        if "num_control_type" in controlnet.config:  # a union model: one map, its type a tensor
+            control_type = torch.zeros(rows, controlnet.config.num_control_type, **options)
+            control_type[:, 0] = 1
+            condition = [condition]
+            index = [torch.tensor(0, device=unet.device)]
+            extra = {"control_type": control_type, "control_type_idx": index}
         down, mid = controlnet(
             sample,
             timestep,
@@ -212,6 +220,7 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             guess_mode=False,
             added_cond_kwargs=added,
             return_dict=False,
+            **extra,
         )
         unet(
             sample,

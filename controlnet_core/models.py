@@ -513,15 +513,8 @@ class ModelManager:
         pipe.unet = compiled
 
     def _compile_controlnet(self, model, status: StatusCallback | None):
-        """`model` compiled and warmed up with the base UNet; itself when compiling fails, and for
-        a union ControlNet, whose control types and per-map strengths are Python values that a
-        graph specialises on: each new type or strength would compile anew, mid-run included."""
+        """`model` compiled and warmed up with the base UNet; itself when compiling fails."""
         from controlnet_core.compiled import Compiled, warm_up
-        from controlnet_core.sampling import is_union
-
-        if is_union(model):
-            log.info("the union ControlNet runs uncompiled (the UNet is compiled)")
-            return model
 
         _announce(status, "Compiling the ControlNet (first load only)…")
         compiled = Compiled(model)

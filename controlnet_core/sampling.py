@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from controlnet_core.compiled import eager
+from controlnet_core.compiled import Compiled, eager
 from controlnet_core.errors import shown
 from controlnet_core.inside import ResidualProbe
 from controlnet_core.offload import Offloader
@@ -443,16 +443,21 @@ def _call_controlnet(units, images, strengths, sample_in, embeds, added, t, gues
     rows = len(sample_in)
     extra: dict = {}
     if units[0].control_type is not None:
-        types = [unit.control_type for unit in units]
+        types: list = [unit.control_type for unit in units]
         control_type = torch.zeros(model.config.num_control_type, dtype=embeds.dtype)
         control_type[types] = 1
+        scale: object = list(strengths) if len(units) > 1 else 1.0
+        if isinstance(model, Compiled):
+            # As tensors, a compiled graph takes them as inputs: as Python numbers it would be
+            # specialised on each control type and strength, compiling anew for every one.
+            types = [torch.tensor(number, device=embeds.device) for number in types]
+            if len(units) > 1:
+                scale = [torch.tensor(value, device=embeds.device) for value in strengths]
         extra = {
             "control_type": control_type.to(embeds.device).expand(rows, -1),
             "control_type_idx": types,
         }
-        images = [image.expand(rows, -1, -1, -1) for image in images]
-        cond: object = images
-        scale: object = strengths if len(units) > 1 else 1.0
+        cond: object = [image.expand(rows, -1, -1, -1) for image in images]
     else:
         cond = images[0].expand(rows, -1, -1, -1)
         scale = 1.0

@@ -146,27 +146,46 @@ def test_a_control_type_goes_with_a_union_model_only(models, maps):
         ControlUnit(union, maps[0])
 
 
-def test_the_compiled_path_runs_sdxl_and_leaves_the_union_model_uncompiled(models, maps):
-    """`--compile` on SDXL: the warm-up gives the UNet SDXL's added conditions, and calls padded
-    to a batch bucket (3 variants: 6 rows into the 8-row graph) give the eager images (dynamo's
-    eager backend: the wrapping, not Inductor). The union ControlNet stays uncompiled: its control
-    types and per-map strengths are Python values a graph would specialise on, compiling anew
-    for each."""
+def test_the_compiled_union_model_takes_any_control_type_and_strength_without_recompiling(
+    models, maps
+):
+    """`--compile` on SDXL: the warm-up gives the UNet SDXL's added conditions and the union
+    model one map; calls padded to a batch bucket (3 variants: 6 rows into the 8-row graph) give
+    the eager images. Control types and per-map strengths go in as tensors, so another type, or
+    two maps at other strengths (a sweep, a window closing mid-run), reuse the graphs compiled
+    for one map and for two (dynamo's eager backend: the wrapping, not Inductor)."""
+    from torch._dynamo.utils import counters
+
     from controlnet_core.compiled import Compiled, warm_up
-    from controlnet_core.models import ModelManager
-    from controlnet_core.settings import Settings
 
     pipe, union = models
-    units = [ControlUnit(union, maps[0], control_type=3)]
-    variants = [Variant(SEED, (UnitSettings(scale),)) for scale in (0.0, 0.5, 1.0)]
-    expected = run(pipe, units, variants)
+    one = [ControlUnit(union, maps[0], control_type=3)]
+    two = [*one, ControlUnit(union, maps[1], control_type=5)]
+    sweep = [Variant(SEED, (UnitSettings(scale),)) for scale in (0.0, 0.5, 1.0)]
+
+    def pairs(first: float, second: float) -> list[Variant]:
+        windows = (UnitSettings(first), UnitSettings(second, 0.0, 0.67))
+        return [Variant(SEED, windows), Variant(SEED, tuple(reversed(windows)))]
+
+    expected = [run(pipe, one, sweep), run(pipe, two, pairs(0.8, 0.3))]
     eager_unet = pipe.unet
+    torch._dynamo.reset()
+    counters.clear()
     try:
         pipe.unet = Compiled(eager_unet, backend="eager")
-        warm_up(pipe.unet, None, SIZE)
-        got = run(pipe, units, variants)
+        compiled = Compiled(union, backend="eager")
+        warm_up(pipe.unet, compiled, SIZE)
+        one_map = [ControlUnit(compiled, maps[0], control_type=3)]
+        got = [run(pipe, one_map, sweep)]
+        graphs = counters["stats"]["unique_graphs"]
+        run(pipe, [ControlUnit(compiled, maps[0], control_type=1)], sweep)
+        assert counters["stats"]["unique_graphs"] == graphs  # another control type
+        two_maps = [*one_map, ControlUnit(compiled, maps[1], control_type=5)]
+        got.append(run(pipe, two_maps, pairs(0.8, 0.3)))
+        graphs = counters["stats"]["unique_graphs"]
+        run(pipe, two_maps, pairs(0.1, 0.9))
+        assert counters["stats"]["unique_graphs"] == graphs  # other strengths, windows closing
     finally:
         pipe.unet = eager_unet
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    manager = ModelManager(Settings(backend="tiny", compile=True))
-    assert manager._compile_controlnet(union, None) is union
+    for images, reference in zip(got, expected, strict=True):
+        np.testing.assert_allclose(images, reference, atol=1e-4)
