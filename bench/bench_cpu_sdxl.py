@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps: 2..N (N ≥ 2)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (steps 2..N are timed)")
     print(f"cpu flags: {cpu_flags()}; {torch.get_num_threads()} torch threads; {args.size}²")
     started = time.perf_counter()
     pipe, controlnet = build()

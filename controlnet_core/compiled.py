@@ -205,7 +205,9 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             return
         condition = torch.zeros(rows, 3, size, size, **options)
         extra: dict = {}
-        if "num_control_type" in controlnet.config:  # a union model: one map, its type a tensor
+        from controlnet_core.sampling import is_union
+
+        if is_union(controlnet):  # a union model: one map, its type a tensor
             control_type = torch.zeros(rows, controlnet.config.num_control_type, **options)
             control_type[:, 0] = 1
             condition = [condition]

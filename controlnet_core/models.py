@@ -222,7 +222,9 @@ def _holds_union(folder: Path | None, file: Path | None, expected: bool) -> bool
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
             return expected
-        return config.get("_class_name") == "ControlNetUnionModel"
+        # diffusers' class, or xinsir's own code's name for it; its control types either way.
+        named = config.get("_class_name") in ("ControlNetUnionModel", "ControlNetModel_Union")
+        return named or "num_control_type" in config
     if file is not None:
         if file.suffix != ".safetensors":
             return False  # the pickled files are ControlNet 1.1's originals
@@ -330,9 +332,10 @@ def _missing_weights_message(
     (`private`: more local paths to name by their last part, such as the settings' folders,
     which a loader's reason may quote relative or with spaces)."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    for path in sorted({model_id, *private}, key=len, reverse=True):
+    names = {model_id: shown_source(model_id)} | {path: Path(path).name for path in private}
+    for path in sorted(names, key=len, reverse=True):
         if path:
-            reason = reason.replace(path, shown_source(path))
+            reason = reason.replace(path, names[path])
     reason = _ABSOLUTE_PATH.sub(r"\1", reason)
     return (
         f"The {what} weights '{shown_source(model_id)}' could not be loaded ({reason[:300]}).\n"
@@ -650,8 +653,9 @@ class ModelManager:
     ) -> str:
         """`_missing_weights_message`, naming the settings' local paths by their last part."""
         s = self.settings
-        local = [s.base_model, s.base_model_config, s.controlnet_dir, s.vae, s.few_step_lora]
-        private = [path for path in local if path and shown_source(path) != path]
+        maybe_local = [s.base_model, s.vae, s.few_step_lora]  # or hub ids, shown as they are
+        private = [path for path in maybe_local if path and shown_source(path) != path]
+        private += [path for path in (s.base_model_config, s.controlnet_dir) if path]
         return _missing_weights_message(what, model_id, error, hint, private)
 
     def _vae_source(self, sdxl: bool) -> str | None:
@@ -836,7 +840,6 @@ class ModelManager:
                     fetch=_fetch_model_files,
                     dtype=self.dtype,
                 )
-            model = model.to(self._home).eval()
         except Exception as error:
             name = source.split("/")[-1]
             hint = (
@@ -850,6 +853,14 @@ class ModelManager:
         check_controlnet_family(
             source, model.config, shown_source(self.settings.base_model), self.family
         )
+        try:
+            model = model.to(self._home).eval()
+        except NotImplementedError as error:  # weights left unloaded ("meta"): not this model's
+            raise WeightsUnavailableError(
+                f"The {modality.label} ControlNet '{shown}' lacks weights its config asks for: "
+                "its folder or file holds another kind of model. Put the model it is named "
+                "after there."
+            ) from error
         return model, source
 
     def _local_controlnet_folder(self, controlnet_id: str) -> Path | None:

@@ -30,18 +30,24 @@ class Offloader:
         import torch
 
         self.device = torch.device(device)
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._holder: int | None = None  # the thread whose run holds the device
         self._on_device: list[torch.nn.Module] = []
         # The last stages used, by model class: what a run moved, for tests and logs.
         self.stages: deque[tuple[str, ...]] = deque(maxlen=32)
 
     @contextmanager
     def running(self) -> Iterator[Offloader]:
-        """Hold the device for one run; every model is back in CPU memory when it ends."""
+        """Hold the device for one run; every model is back in CPU memory when it ends. Not
+        within a run of the same thread: its end would park the models that run is using."""
+        if self._holder == threading.get_ident():
+            raise RuntimeError("Offloader.running() within a run of the same thread")
         with self._lock:
+            self._holder = threading.get_ident()
             try:
                 yield self
             finally:
+                self._holder = None
                 self.park()
 
     def use(self, *models: torch.nn.Module | None) -> None:

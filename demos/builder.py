@@ -66,7 +66,7 @@ from demos.inside import (
     timeline_outputs,
     timeline_panel,
 )
-from demos.running import RunButtons, run_buttons
+from demos.running import RunButtons, results_stop, run_buttons
 from demos.session import session_controlnets
 from demos.texts import backend_note, can_generate, starting_values
 
@@ -267,6 +267,7 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
                     place("seed", "randomize_seed")
                 place("num_images", "resolution", "scheduler")
         with gr.Column(scale=1, elem_classes=["cn-results-col"]):
+            buttons.stop_by_results = results_stop() if buttons.enabled else None
             gallery, comparison = results_area("Control map, then results")
             inside = inside_panel() if buttons.enabled else None
             timeline = timeline_panel() if buttons.enabled else None

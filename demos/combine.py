@@ -56,7 +56,7 @@ from demos.form import (
 )
 from demos.hosting import field_message, guard_inputs, light_work, report, user_errors
 from demos.inside import InsidePanel, inside_outputs, inside_panel
-from demos.running import run_buttons
+from demos.running import results_stop, run_buttons
 from demos.session import session_controlnets
 
 UNITS = 3
@@ -186,6 +186,7 @@ def layout_combine(
                 for f in shared[2:]:
                     shared_made[f.name] = f.make()
         with gr.Column(elem_classes=["cn-results-col"]):
+            buttons.stop_by_results = results_stop()
             gallery, comparison = results_area("Control maps, then results")
             inside = inside_panel()
             recipe_file, recipe = recipe_area(

@@ -17,7 +17,7 @@ import gradio as gr
 Run = tuple[Callable, Sequence[Any], dict[str, Any]]  # handler, its inputs, its endpoint options
 
 # Bring the results column into view when a run ends, only when it is off screen: on a phone it sits
-# far below the buttons (which, with Stop, stay in view while the run goes); a desktop does not jump.
+# far below the buttons; a desktop does not jump.
 SCROLL_TO_RESULTS = """() => {
   const col = [...document.querySelectorAll(".cn-results-col")].find((c) => c.offsetParent);
   if (!col) return;
@@ -25,9 +25,19 @@ SCROLL_TO_RESULTS = """() => {
   if (top < 0 || top > innerHeight * 0.5) col.scrollIntoView({behavior: "smooth", block: "start"});
 }"""
 
-# On a phone the results come after every control: a run brings them into view when it starts, so
-# the image is seen forming (the live previews); on a wide page they sit beside the form already.
-SCROLL_TO_RESULTS_ON_PHONE = "() => { if (innerWidth <= 640) (" + SCROLL_TO_RESULTS + ")(); }"
+# Where the results come below the form (a phone, a narrow window: gradio stacks the columns), a
+# run brings them into view when it starts, so the image is seen forming (the live previews); a
+# second Stop sits there (`RunButtons.stop_by_results`). Beside the form they are in view already.
+SCROLL_TO_RESULTS_WHEN_BELOW = (
+    """() => {
+  const col = [...document.querySelectorAll(".cn-results-col")].find((c) => c.offsetParent);
+  const form = col && col.previousElementSibling;
+  if (!form || col.getBoundingClientRect().top <= form.getBoundingClientRect().top + 1) return;
+  ("""
+    + SCROLL_TO_RESULTS
+    + """)();
+}"""
+)
 
 # Ctrl/Cmd+Enter (and Shift+Enter, gradio's own) in a prompt clicks its tab's Generate button, so a
 # disabled button (a run in flight) also blocks the keyboard. Passed to launch(head=...).
@@ -54,6 +64,8 @@ class RunButtons:
     sweep: gr.Button | None
     stop: gr.Button
     enabled: bool  # False: this backend cannot generate for the tab (a preview still works)
+    # Stop again above the results (`results_stop`), in view while a run shows its image forming.
+    stop_by_results: gr.Button | None = None
 
     @property
     def runs(self) -> list[gr.Button]:
@@ -83,7 +95,7 @@ class RunButtons:
             triggers.append((self.sweep, sweep))
         for button, (fn, inputs, options) in triggers:
             started = button.click(
-                self._busy, outputs=self._switched, js=SCROLL_TO_RESULTS_ON_PHONE, **_instant()
+                self._busy, outputs=self._switched, js=SCROLL_TO_RESULTS_WHEN_BELOW, **_instant()
             )
             run = started.then(fn, inputs=list(inputs), **options, **common)
             run.then(self._idle, outputs=self._switched, js=SCROLL_TO_RESULTS, **_instant())
@@ -93,24 +105,35 @@ class RunButtons:
                 **_instant(),
             )
             events.append(run)
-        self.stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
+        for stop in self._stops:
+            stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
+
+    @property
+    def _stops(self) -> list[gr.Button]:
+        return [self.stop] + ([self.stop_by_results] if self.stop_by_results else [])
 
     @property
     def _switched(self) -> list[gr.Button]:
-        return [*self.runs, self.preview, self.stop]
+        return [*self.runs, self.preview, *self._stops]
 
     def _busy(self):
         buttons = [gr.update(interactive=False) for _ in [*self.runs, self.preview]]
-        return buttons + [gr.update(visible=True)]
+        return buttons + [gr.update(visible=True) for _ in self._stops]
 
     def _idle(self):
         runs = [gr.update(interactive=self.enabled) for _ in self.runs]
-        return runs + [gr.update(interactive=True), gr.update(visible=False)]
+        stops = [gr.update(visible=False) for _ in self._stops]
+        return [*runs, gr.update(interactive=True), *stops]
 
 
 def _instant() -> dict[str, Any]:
     """Options of the button-switching steps: no queue, no API endpoint, no progress display."""
     return {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+
+
+def results_stop() -> gr.Button:
+    """The Stop above a results column, shown while a run goes (see `RunButtons`)."""
+    return gr.Button("Stop", variant="stop", visible=False, elem_classes=["cn-stop"], size="sm")
 
 
 def run_buttons(enabled: bool, with_sweep: bool = True, with_preview: bool = True) -> RunButtons:

@@ -434,13 +434,16 @@ def test_low_vram_decodes_in_tiles_with_nearly_the_same_images(square_image):
 
 
 def test_weights_messages_name_local_paths_by_their_last_part():
-    """A loader's reason quoting the server's folders (with spaces, or relative ones from the
-    settings) shows them by their last part."""
-    from controlnet_core.models import _missing_weights_message
+    """A loader's reason quoting the server's folders (absolute, with spaces, or relative ones
+    from the settings) shows them by their last part."""
+    from controlnet_core.models import ModelManager
 
-    reason = OSError("no config.json in /srv/John Smith/vae, nor in /opt/hub cache/x.json")
-    message = _missing_weights_message(
-        "VAE", "/srv/John Smith/vae", reason, "hint", private=["/opt/hub cache"]
+    manager = ModelManager(Settings(backend="real", controlnet_dir="my models/control nets"))
+    reason = OSError(
+        "no config.json in /srv/John Smith/vae, nor in my models/control nets/canny or "
+        "/opt/hub/x.json"
     )
-    assert "The VAE weights 'vae' could not be loaded (no config.json in vae, nor in" in message
-    assert "John Smith" not in message and "/opt/" not in message
+    message = manager._missing_weights_message("VAE", "/srv/John Smith/vae", reason, "hint")
+    assert "The VAE weights 'vae' could not be loaded (no config.json in vae, nor in " in message
+    assert "nor in control nets/canny or x.json" in message
+    assert "John Smith" not in message and "my models" not in message and "/opt" not in message

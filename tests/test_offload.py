@@ -113,3 +113,13 @@ def test_offload_is_refused_with_compile_and_read_from_the_command_line():
     assert settings_from_cli(["--offload"], environ={}).offload
     assert settings_from_cli([], environ={"CONTROLNET_OFFLOAD": "1"}).offload
     assert Engine(Settings(backend="toy", offload=True)).manager.offloader is None
+
+
+def test_a_run_cannot_hold_the_device_twice():
+    """Holding the device again within a run of the same thread would park, at its end, the
+    models the run is using: it is an error, not a silent park (other threads wait instead)."""
+    offload = Offloader("cpu")
+    with offload.running(), pytest.raises(RuntimeError, match="within a run"), offload.running():
+        pass
+    with offload.running():  # released: usable again
+        pass

@@ -597,10 +597,15 @@ def test_a_controlnet_in_another_kinds_place_runs_as_what_it_is(
     as "thin line"; a plain SDXL ControlNet saved under the union model's name runs as a plain
     one; neither ends in a shape error. The loading messages name models, not the server's
     folders."""
+    import json
+
     from controlnet_core.sampling import is_union
 
     union = tiny_union_controlnet(models[0].unet, seed=3)
     union.save_pretrained(tmp_path / "controlnet-canny-sdxl-1.0")
+    config = tmp_path / "controlnet-canny-sdxl-1.0" / "config.json"
+    # As xinsir's own code names the class: still a union model (it has control types).
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "Other"}))
     canny_controlnet(saved_sdxl).save_pretrained(tmp_path / "controlnet-union-sdxl-1.0")
     engine = sdxl_engine(saved_sdxl, controlnet_dir=str(tmp_path))
     messages: list[str] = []

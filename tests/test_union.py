@@ -189,3 +189,16 @@ def test_the_compiled_union_model_takes_any_control_type_and_strength_without_re
         pipe.unet = eager_unet
     for images, reference in zip(got, expected, strict=True):
         np.testing.assert_allclose(images, reference, atol=1e-4)
+
+
+def test_a_plain_controlnet_with_a_union_config_warms_up_as_a_plain_one(models):
+    """A plain ControlNet made from a union model's config keeps its control-type count in the
+    config: the warm-up goes by the class, not the config, so it is not given a control type."""
+    from diffusers import ControlNetModel
+
+    from controlnet_core.compiled import warm_up
+
+    pipe, union = models
+    plain = ControlNetModel.from_config(union.config).eval()
+    assert "num_control_type" in plain.config
+    warm_up(pipe.unet, plain, SIZE)  # raised "unexpected keyword argument 'control_type'"
