@@ -362,3 +362,27 @@ def test_phone_width_canny_generate(phone_page):
 
     captions = wait_for_gallery(page, panel, 2)
     assert captions[0] == "Control map" and is_seed_caption(captions[1]), captions
+
+
+def test_phone_width_a_run_shows_its_results_with_a_stop_beside_them(phone_page):
+    """On a phone the results come after every control: a run scrolls them into view as it
+    starts, so the image is seen forming, with a Stop above them that ends the run."""
+    page = phone_page
+    panel = open_tab(page, "Canny")
+    pick_canny_example(page, panel)
+    panel.get_by_text("Advanced", exact=True).click()
+    steps = panel.get_by_role("spinbutton", name="Steps")
+    steps.fill("50")  # long enough (seconds) to be stopped: the server's most steps, largest size
+    steps.press("Enter")
+    resolution = panel.get_by_role("spinbutton", name="number input for Resolution (short side)")
+    resolution.fill("768")
+    resolution.press("Enter")
+    generate = panel.get_by_role("button", name="Generate", exact=True)
+    generate.click()
+    stop_by_results = panel.locator(".cn-results-col button.cn-stop")
+    expect(stop_by_results).to_be_visible()
+    expect(stop_by_results).to_be_in_viewport()
+    expect(panel.locator(".cn-results-col")).to_be_in_viewport()
+    stop_by_results.click()
+    expect(stop_by_results).to_be_hidden()
+    expect(generate).to_be_enabled()
