@@ -19,14 +19,13 @@ from PIL import Image
 
 from controlnet_core import Engine, GenerationRequest, Settings, get_modality
 from controlnet_core.modalities import UNION_CONTROL_TYPES as UNION_TYPES
-from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, is_sdxl, sample
+from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, is_sdxl
 from controlnet_core.tiny import (
     randomize_control_outputs,
     tiny_sdxl_pipeline,
     tiny_union_controlnet,
 )
-
-PROMPT, NEGATIVE, STEPS, SIZE, SEED = "a red square", "blurry", 3, 64, 5
+from tests.tiny_sdxl import NEGATIVE, PROMPT, SEED, SIZE, STEPS, run
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +43,10 @@ def test_a_comparison_equals_diffusers_sdxl_pipelines(models, square_image):
     pipe, controlnet = models
     assert is_sdxl(pipe.unet)
     control = Image.fromarray(square_image)
-    config = pipe.scheduler.config
-    images, _ = sample(
+    images = run(
         pipe,
         [ControlUnit(controlnet, control)],
         [Variant(SEED, (UnitSettings(0.0),)), Variant(SEED, (UnitSettings(1.0),))],
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        steps=STEPS,
-        guidance_scale=7.5,
-        width=SIZE,
-        height=SIZE,
-        scheduler_factory=lambda: type(pipe.scheduler).from_config(config),
     )
     common = {
         "prompt": PROMPT,
@@ -81,26 +72,15 @@ def test_a_comparison_equals_diffusers_sdxl_pipelines(models, square_image):
 
 def test_a_sweep_entry_equals_its_single_run(models, square_image):
     pipe, controlnet = models
-    config = pipe.scheduler.config
     units = [ControlUnit(controlnet, Image.fromarray(square_image))]
 
-    def run(scales):
-        images, _ = sample(
-            pipe,
-            units,
-            [Variant(SEED, (UnitSettings(scale),)) for scale in scales],
-            prompt=PROMPT,
-            steps=STEPS,
-            width=SIZE,
-            height=SIZE,
-            scheduler_factory=lambda: type(pipe.scheduler).from_config(config),
-            control_mode="prompt",  # soft weights, counted from the SDXL ControlNet's outputs
-        )
-        return images
+    def sweep_of(scales):  # soft weights, counted from the SDXL ControlNet's outputs
+        variants = [Variant(SEED, (UnitSettings(scale),)) for scale in scales]
+        return run(pipe, units, variants, control_mode="prompt")
 
-    sweep = run([0.0, 0.5, 1.0])
+    sweep = sweep_of([0.0, 0.5, 1.0])
     for index, scale in enumerate([0.0, 0.5, 1.0]):
-        np.testing.assert_allclose(sweep[index], run([scale])[0], atol=1e-4)
+        np.testing.assert_allclose(sweep[index], sweep_of([scale])[0], atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -245,17 +225,10 @@ def test_guess_mode_gives_the_controlnet_its_conditional_rows_as_diffusers_does(
     half's rows (diffusers takes `.chunk(2)[1]`); the image equals diffusers' in guess mode."""
     pipe, controlnet = models
     control = Image.fromarray(square_image)
-    config = pipe.scheduler.config
-    images, _ = sample(
+    images = run(
         pipe,
         [ControlUnit(controlnet, control)],
         [Variant(SEED, (UnitSettings(1.0),))],
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        steps=STEPS,
-        width=SIZE,
-        height=SIZE,
-        scheduler_factory=lambda: type(pipe.scheduler).from_config(config),
         guess_mode=True,
     )
     controlled = StableDiffusionXLControlNetPipeline.from_pipe(pipe, controlnet=controlnet)

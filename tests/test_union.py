@@ -10,10 +10,9 @@ import torch
 from diffusers import StableDiffusionXLControlNetUnionPipeline
 from PIL import Image
 
-from controlnet_core.sampling import ControlUnit, UnitSettings, Variant, sample
+from controlnet_core.sampling import ControlUnit, UnitSettings, Variant
 from controlnet_core.tiny import tiny_sdxl_pipeline, tiny_union_controlnet
-
-PROMPT, NEGATIVE, STEPS, SIZE, SEED = "a red square", "blurry", 3, 64, 5
+from tests.tiny_sdxl import NEGATIVE, PROMPT, SEED, SIZE, STEPS, run
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +27,6 @@ def maps(square_image):
     lines = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
     lines[::8] = 255
     return Image.fromarray(square_image), Image.fromarray(lines)
-
-
-def run(pipe, units, variants, **options):
-    config = pipe.scheduler.config
-    images, _ = sample(
-        pipe,
-        units,
-        variants,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        steps=STEPS,
-        width=SIZE,
-        height=SIZE,
-        scheduler_factory=lambda: type(pipe.scheduler).from_config(config),
-        **options,
-    )
-    return images
 
 
 def diffusers_union(pipe, union, images, modes, **options):
