@@ -462,30 +462,16 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--sweep", default=",".join(f"{v:g}" for v in DEFAULT_SWEEP), help="sweep scales"
     )
-    parser.add_argument(
-        "--reference",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also time diffusers' own pipelines (batch 1)",
-    )
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="then time every case again on the compiled path (controlnet_core.compiled)",
-    )
-    parser.add_argument(
-        "--profile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="profile 5 eager ControlNet steps with torch.profiler and print where the time goes",
-    )
-    parser.add_argument(
-        "--offload",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also time one ControlNet image with --offload (models in CPU memory between stages)",
-    )
+    switches = {
+        "reference": "also time diffusers' own pipelines (batch 1)",
+        "compile": "then time every case again on the compiled path (controlnet_core.compiled)",
+        "profile": "profile 5 eager ControlNet steps with torch.profiler: where the time goes",
+        "offload": "also time one ControlNet image with --offload (models in CPU between stages)",
+    }
+    for name, text in switches.items():
+        parser.add_argument(
+            f"--{name}", action=argparse.BooleanOptionalAction, default=False, help=text
+        )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     if defaults:
         parser.set_defaults(**defaults)

@@ -89,6 +89,19 @@ def tiny_tokenizer():
     return CLIPTokenizer.from_pretrained(str(_tokenizer_folder()), model_max_length=77)
 
 
+# The tiny UNets' layout (SD1.5's and SDXL's add their conditioning to it): two blocks, the
+# second with attention, so a ControlNet and the inside view have skips of two sizes to act on.
+TINY_UNET_SHAPE = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 2,
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
+
+
 def tiny_components(seed: int = 0) -> dict:
     """The components of a tiny SD1.5-shaped pipeline (unet, vae, text encoder, tokenizer, scheduler).
 
@@ -99,17 +112,7 @@ def tiny_components(seed: int = 0) -> dict:
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        cross_attention_dim=32,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET_SHAPE, cross_attention_dim=32, norm_num_groups=32)
     vae = _tiny_vae(seed, sample_size=64)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(_tiny_text_config(len(tokenizer)))
@@ -306,13 +309,7 @@ def tiny_sdxl_pipeline(seed: int = 0):
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET_SHAPE,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
