@@ -147,13 +147,9 @@ def sample(
         )
     cond_only = do_cfg and (guess_mode or control_mode == "controlnet")
 
-    # Requests share the base pipeline, and its tokenizer is not safe to call from two threads at
-    # once (two concurrent runs gave one of them another prompt's embedding about 1 time in 4).
-    if offload is not None:
-        offload.use(pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+    _stage(offload, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
     text, added = _encode(pipe, prompt, negative_prompt, batch, do_cfg, width, height, device)
-    if offload is not None:
-        offload.use(unet, *(unit.model for unit in units))
+    _stage(offload, unet, *(unit.model for unit in units))
 
     control_images = [
         _prepare_control_image(pipe, unit.image, width, height, device, unit.model.dtype)
@@ -209,20 +205,28 @@ def sample(
             timeline.record(index, scaled, noise, schedulers[0], t)
         if preview is not None and preview.wants(index, total):
             preview.record(index, total, scaled, noise, schedulers[0], t)
-        latents = torch.cat(
-            [
-                s.step(
-                    noise[b : b + 1], t, latents[b : b + 1], **step_kwargs[b], return_dict=False
-                )[0]
-                for b, s in enumerate(schedulers)
-            ]
-        )
+        latents = _step_variants(schedulers, noise, t, latents, step_kwargs)
         if on_step is not None:
             on_step(index, total)
 
-    if offload is not None:
-        offload.use(pipe.vae, getattr(pipe, "safety_checker", None))
+    _stage(offload, pipe.vae, getattr(pipe, "safety_checker", None))
     return _decode(pipe, latents, text.dtype)
+
+
+def _stage(offload: Offloader | None, *models) -> None:
+    """With an `offload`, move the next stage's `models` onto the device (see `offload`)."""
+    if offload is not None:
+        offload.use(*models)
+
+
+def _step_variants(schedulers, noise, t, latents, step_kwargs) -> torch.Tensor:
+    """Each variant's latents one step on, by its own scheduler (its own state and generator)."""
+    return torch.cat(
+        [
+            s.step(noise[b : b + 1], t, latents[b : b + 1], **step_kwargs[b], return_dict=False)[0]
+            for b, s in enumerate(schedulers)
+        ]
+    )
 
 
 def is_sdxl(unet) -> bool:
