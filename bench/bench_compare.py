@@ -123,7 +123,9 @@ def run_once(
 ) -> tuple[float, float, float]:
     """Seconds of one `sample` call: end to end, to the end of the last denoising step, and from the
     end of the first step to the end of the last (steps 2..N: the steady rate a progress bar shows).
+    `size` is a side (a square) or (width, height).
     """
+    width, height = (size, size) if isinstance(size, int) else size
     from diffusers import UniPCMultistepScheduler
 
     from controlnet_core.sampling import sample
@@ -146,8 +148,8 @@ def run_once(
         negative_prompt=NEGATIVE_PROMPT,
         steps=steps,
         guidance_scale=7.5,
-        width=size,
-        height=size,
+        width=width,
+        height=height,
         scheduler_factory=lambda: UniPCMultistepScheduler.from_config(config),
         on_step=on_step,
         offload=offload,
@@ -396,13 +398,43 @@ def compiled_cases(pipe, controlnet, args, *, device, sweep_scales) -> dict:
     print(f"compiled vs eager, one ControlNet image: max |Δ| {difference:.4f} (of 1)")
     its = iterations_per_second(results, args.steps)
     print("compiled it/s: " + ", ".join(f"{n} {v['it_per_s']:.2f}" for n, v in its.items()))
-    return {
+    report = {
         "warm_up_seconds": warm_up_seconds,
         "max_abs_difference_to_eager": difference,
         "cases": {name: {"median": r.median, "images": r.images} for name, r in results.items()},
         "ratios": ratios(results),
         "it_per_s": its,
     }
+    if args.other_sizes:
+        report["other_sizes"] = other_sizes_case(pipe, compiled_controlnet, args, device=device)
+    return report
+
+
+def other_sizes_case(pipe, controlnet, args, *, device) -> dict:
+    """What a compiled server's first request at another size costs (its graphs compile once, with
+    dynamic sides), what a third size costs (nothing to compile), and the ControlNet it/s at the
+    warm-up's size once those graphs exist (whichever graph torch then picks for it)."""
+    from bench.components import control_image
+    from controlnet_core.sampling import ControlUnit
+
+    def side(scale: float) -> int:
+        return -(-int(args.size * scale) // 64) * 64
+
+    variants = cases(DEFAULT_SWEEP, 0)["controlnet"]
+    seconds = {}
+    for size in ((side(1.5), args.size), (args.size, side(1.25))):
+        units = [ControlUnit(controlnet, control_image(size))]
+        total, _, _ = run_once(pipe, units, variants, steps=1, size=size, device=device)
+        seconds[f"{size[0]}x{size[1]}"] = total
+        print(f"compiled, first {size[0]}x{size[1]} ControlNet step: {total:.1f} s", flush=True)
+    units = [ControlUnit(controlnet, control_image(args.size))]
+    steady = [
+        run_once(pipe, units, variants, steps=args.steps, size=args.size, device=device)[2]
+        for _ in range(args.repeats)
+    ]
+    it_per_s = (args.steps - 1) / float(np.median(steady))
+    print(f"compiled ControlNet at {args.size}² after those: {it_per_s:.2f} it/s", flush=True)
+    return {"first_step_seconds": seconds, "controlnet_it_per_s_after": it_per_s}
 
 
 def one_image(pipe, controlnet, size: int, steps: int) -> np.ndarray:
@@ -467,6 +499,7 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "compile": "then time every case again on the compiled path (controlnet_core.compiled)",
         "profile": "profile 5 eager ControlNet steps with torch.profiler: where the time goes",
         "offload": "also time one ControlNet image with --offload (models in CPU between stages)",
+        "other-sizes": "compiled: the first steps at two other sizes, then the it/s at --size again",
     }
     for name, text in switches.items():
         parser.add_argument(

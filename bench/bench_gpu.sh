@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark (issue 4) on a machine without network: installs carried wheels if there are any,
 # then runs bench.gpu on the SD1.5 architecture (random weights, fp16, 512², 20 UniPC steps) and on
-# SDXL's (1024², 20 steps, no profile), and writes the results next to the log.
+# SDXL's (1024², 20 steps; no profile and no other sizes, so that it fits one call), and writes the
+# results next to the log.
 # Usage, from the repository root:
 #   bash bench/bench_gpu.sh [OUTPUT_DIR] [extra bench.gpu arguments...]
 # BENCH_ARCHS="sd15" or "sdxl" runs one of the two (each fits one device call on its own).
@@ -26,8 +27,8 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
     for arch in ${BENCH_ARCHS:-sd15 sdxl}; do
         case "$arch" in
             sd15) python3 -m bench.gpu --json "$out/bench-gpu.json" "$@" ;;
-            sdxl) python3 -m bench.gpu --arch sdxl --size 1024 --no-profile --repeats 2 \
-                --json "$out/bench-gpu-sdxl.json" "$@" ;;
+            sdxl) python3 -m bench.gpu --arch sdxl --size 1024 --no-profile --no-other-sizes \
+                --repeats 2 --json "$out/bench-gpu-sdxl.json" "$@" ;;
             *) echo "BENCH_ARCHS: unknown arch $arch (sd15, sdxl)" >&2; exit 2 ;;
         esac
     done

@@ -218,12 +218,15 @@ def base_pipeline(components: dict):
     return StableDiffusionPipeline(**components, requires_safety_checker=False)
 
 
-def control_image(size: int, seed: int = 0) -> Image.Image:
-    """A canny-like control map: white line segments on black, `size`×`size` (content is irrelevant)."""
+def control_image(size: int | tuple[int, int], seed: int = 0) -> Image.Image:
+    """A canny-like control map: white line segments on black, `size`×`size` or (width, height)
+    (content is irrelevant)."""
+    width, height = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
-    array = np.zeros((size, size, 3), dtype=np.uint8)
+    array = np.zeros((height, width, 3), dtype=np.uint8)
     for _ in range(12):
-        x0, y0, x1, y1 = rng.integers(0, size, 4)
+        x0, x1 = rng.integers(0, width, 2)
+        y0, y1 = rng.integers(0, height, 2)
         steps = max(abs(int(x1) - int(x0)), abs(int(y1) - int(y0)), 1)
         xs = np.linspace(x0, x1, steps + 1).round().astype(int)
         ys = np.linspace(y0, y1, steps + 1).round().astype(int)

@@ -32,6 +32,7 @@ GPU_DEFAULTS = {
     "compile": True,
     "profile": True,
     "offload": True,
+    "other_sizes": True,
 }
 
 

@@ -9,8 +9,11 @@ torch.compile specialises on shapes: a new batch size or resolution compiles aga
 The batch of a UNet or ControlNet call is 1–2 rows per image (classifier-free guidance) times the
 variants of a comparison or sweep, so `Compiled` pads it up to the next of a few sizes
 (BATCH_BUCKETS) and slices the result: a user's second request, with another image count, runs on
-the graph compiled for the first. Resolutions compile once each; Inductor's on-disk cache
-(TORCHINDUCTOR_CACHE_DIR, kept between runs) makes the next server start reuse them.
+the graph compiled for the first. Sizes: the first call (the warm-up at load, the size a first request
+most likely asks for) compiles for its size exactly; a call at any other size marks its images'
+height and width dynamic, so one more graph serves every other size an upload's aspect ratio or the
+resolution slider gives (without it, each would compile anew: 17 sizes at 512 alone). Inductor's
+on-disk cache (TORCHINDUCTOR_CACHE_DIR, kept between runs) makes the next server start reuse them.
 Padding rows are copies of the last row, so a padded call computes nothing the real rows depend on.
 """
 
@@ -68,11 +71,13 @@ class Compiled(torch.nn.Module):
 
     `eager` is the model (for what must not run compiled: hooks of the inside view, training).
     Calls are padded to a batch bucket (see `bucket`); outputs are sliced back and copied out of
-    CUDA graphs' memory, which the next call reuses.
+    CUDA graphs' memory, which the next call reuses. `static_size` is the (height, width) of the
+    first call's latents, compiled for exactly; other sizes run one graph with dynamic sides.
     """
 
     def __init__(self, model: torch.nn.Module, backend: str = "inductor") -> None:
         super().__init__()
+        self.static_size: tuple[int, int] | None = None
         self.eager = optimize(model)
         self.graphs = model.device.type == "cuda" and backend == "inductor"
         self.compiled = torch.compile(
@@ -97,6 +102,10 @@ class Compiled(torch.nn.Module):
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states, **kwargs):
         rows = sample.shape[0]
         size = bucket(rows)
+        spatial = (sample.shape[-2], sample.shape[-1])
+        if self.static_size is None:
+            self.static_size = spatial
+        any_size = spatial != self.static_size
 
         def pad(value):
             # Also without padding, every input is made contiguous: a graph is compiled for its
@@ -104,7 +113,11 @@ class Compiled(torch.nn.Module):
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows:
                 if size > rows:
                     value = torch.cat([value, value[-1:].expand(size - rows, *value.shape[1:])])
-                return value.contiguous()
+                value = value.contiguous()
+                if any_size and value.dim() == 4:  # latents, control images, residuals
+                    torch._dynamo.maybe_mark_dynamic(value, 2)
+                    torch._dynamo.maybe_mark_dynamic(value, 3)
+                return value
             if isinstance(value, (list, tuple)):
                 return type(value)(pad(item) for item in value)
             if isinstance(value, dict):  # SDXL's added conditions

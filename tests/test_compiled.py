@@ -51,7 +51,9 @@ def test_compiled_images_equal_eager_ones_and_another_image_count_does_not_recom
     square_image,
 ):
     """Inductor on the CPU: the same images as the eager path (within float noise), and once 3
-    images (6 rows, padded to 8) have compiled, 4 images (8 rows) reuse those graphs."""
+    images (6 rows, padded to 8) have compiled, 4 images (8 rows) reuse those graphs. Once a
+    second size has compiled (its sides dynamic), a third reuses its graphs, with Inductor's
+    dynamic-shape kernels giving the eager images too."""
     from torch._dynamo.utils import counters
 
     eager = Engine(Settings(backend="tiny"))
@@ -64,6 +66,62 @@ def test_compiled_images_equal_eager_ones_and_another_image_count_does_not_recom
     result = compiled.generate(four, square_image)
     assert counters["stats"]["unique_graphs"] == graphs, "4 images compiled again"
     np.testing.assert_allclose(result.arrays, eager.generate(four, square_image).arrays, atol=1e-3)
+
+    one = GenerationRequest(modality="canny", **{**FAST, "seed": 2})
+    for width, height in ((128, 64), (64, 128)):  # 128x64 compiles, then 64x128 reuses it
+        graphs = counters["stats"]["unique_graphs"]
+        image = shapes_image(width, height)
+        result = compiled.generate(one, image)
+        np.testing.assert_allclose(result.arrays, eager.generate(one, image).arrays, atol=1e-3)
+    assert counters["stats"]["unique_graphs"] == graphs, "a third size compiled again"
+
+
+def shapes_image(width: int, height: int) -> np.ndarray:
+    """A white `width`x`height` image with a black rectangle in its middle."""
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    image[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 0
+    return image
+
+
+def test_the_first_other_size_compiles_once_for_every_size_after_it(monkeypatch):
+    """`--compile`: the warm-up's size keeps its own graphs; the first request at another size
+    compiles the UNet and ControlNet once more, with dynamic sides, and every size after it
+    (another aspect ratio, another resolution) runs on those graphs. Images equal the uncompiled
+    path's (dynamo's eager backend: the graphs and their guards, not Inductor's kernels)."""
+    from torch._dynamo.utils import counters
+
+    import controlnet_core.compiled as compiled_module
+
+    class EagerBackend(compiled_module.Compiled):
+        def __init__(self, model, backend="eager"):
+            super().__init__(model, backend)
+
+    monkeypatch.setattr(compiled_module, "Compiled", EagerBackend)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        compiled = Engine(Settings(backend="tiny", compile=True))
+        eager = Engine(Settings(backend="tiny"))
+
+        def generate(width: int, height: int, resolution: int = 64) -> int:
+            """The graphs compiled so far, after a request (checked against the eager path)."""
+            request = GenerationRequest(modality="canny", **{**FAST, "resolution": resolution})
+            image = shapes_image(width, height)
+            result = compiled.generate(request, image)
+            expected = eager.generate(request, image)
+            assert result.arrays.shape == expected.arrays.shape
+            np.testing.assert_allclose(result.arrays, expected.arrays, atol=1e-4)
+            return counters["stats"]["unique_graphs"]
+
+        warmed = generate(64, 64)  # the warm-up's size (64² on the tiny backend)
+        assert compiled.manager.base().unet.static_size == (8, 8)
+        other = generate(128, 64)  # 128x64: the first other size
+        assert other > warmed
+        assert generate(64, 128) == other  # portrait
+        assert generate(96, 72, resolution=128) == other  # 4:3 at another resolution: 192x128
+        assert generate(64, 64) == other  # back at the warm-up's size
+    finally:
+        torch._dynamo.reset()
 
 
 def test_graph_calls_from_many_threads_run_on_one(square_image):
