@@ -224,7 +224,7 @@ def warm_up(unet: Compiled, controlnet: Compiled | None, size: int, rows: int = 
             control_type = torch.zeros(rows, controlnet.config.num_control_type, **options)
             control_type[:, 0] = 1
             condition = [condition]
-            index = [torch.tensor(0, device=unet.device)]
+            index = [torch.tensor([0], device=unet.device)]
             extra = {"control_type": control_type, "control_type_idx": index}
         down, mid = controlnet(
             sample,

@@ -453,8 +453,11 @@ def _call_controlnet(units, images, strengths, sample_in, embeds, added, t, gues
         scale: object = list(strengths) if len(units) > 1 else 1.0
         if isinstance(model, Compiled):
             # As tensors, a compiled graph takes them as inputs: as Python numbers it would be
-            # specialised on each control type and strength, compiling anew for every one.
-            types = [torch.tensor(number, device=embeds.device) for number in types]
+            # specialised on each control type and strength, compiling anew for every one. A type
+            # is a 1-element index, not a 0-d one: the model indexes its task embeddings with it,
+            # and a 0-d index is read back as a number, which Inductor cannot compile (it then
+            # falls back to compiling the model piecewise, again at every image size).
+            types = [torch.tensor([number], device=embeds.device) for number in types]
             if len(units) > 1:
                 scale = [torch.tensor(value, device=embeds.device) for value in strengths]
         extra = {

@@ -173,6 +173,50 @@ def test_the_compiled_union_model_takes_any_control_type_and_strength_without_re
         np.testing.assert_allclose(images, reference, atol=1e-4)
 
 
+def test_the_compiled_union_model_is_one_graph_and_one_more_for_every_other_size(models):
+    """Traced to ATen operators as Inductor traces them (AOT autograd), the union model compiles
+    whole: one graph at the warm-up's size, and with two maps one more that serves every other
+    size. A control type passed as a 0-d index is read back as a number while tracing, which
+    Inductor cannot compile; torch then compiles the model piecewise (12 graphs at the warm-up),
+    and again at every new size."""
+    from torch._dynamo.utils import counters
+
+    from controlnet_core.compiled import Compiled, warm_up
+
+    pipe, union = models
+
+    def units(model, width: int, height: int) -> list[ControlUnit]:
+        box = np.full((height, width, 3), 255, dtype=np.uint8)
+        box[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 0
+        lines = np.zeros((height, width, 3), dtype=np.uint8)
+        lines[::8] = 255
+        return [
+            ControlUnit(model, Image.fromarray(box), control_type=3),
+            ControlUnit(model, Image.fromarray(lines), control_type=5),
+        ]
+
+    variants = [Variant(SEED, (UnitSettings(0.8), UnitSettings(0.5, 0.0, 0.67)))]
+    expected = run(pipe, units(union, 96, 64), variants, width=96, height=64)
+    eager_unet = pipe.unet
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        pipe.unet = Compiled(eager_unet, backend="aot_eager")
+        compiled = Compiled(union, backend="aot_eager")
+        warm_up(pipe.unet, compiled, SIZE)
+        assert counters["stats"]["unique_graphs"] == 2  # the UNet's and the union model's
+        got = run(pipe, units(compiled, 96, 64), variants, width=96, height=64)
+        # Two maps at another size: the union model's graph for them, the UNet's with residuals.
+        assert counters["stats"]["unique_graphs"] == 4
+        for width, height in ((64, 96), (128, 96)):
+            run(pipe, units(compiled, width, height), variants, width=width, height=height)
+        assert counters["stats"]["unique_graphs"] == 4
+    finally:
+        pipe.unet = eager_unet
+        torch._dynamo.reset()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 def test_a_plain_controlnet_with_a_union_config_warms_up_as_a_plain_one(models):
     """A plain ControlNet made from a union model's config keeps its control-type count in the
     config: the warm-up goes by the class, not the config, so it is not given a control type."""

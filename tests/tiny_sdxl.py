@@ -10,7 +10,7 @@ from controlnet_core.sampling import sample
 PROMPT, NEGATIVE, STEPS, SIZE, SEED = "a red square", "blurry", 3, 64, 5
 
 
-def run(pipe, units, variants, **options) -> np.ndarray:
+def run(pipe, units, variants, width=SIZE, height=SIZE, **options) -> np.ndarray:
     """`sample`'s images for `variants` on `pipe` (PROMPT, NEGATIVE, STEPS steps, SIZE²)."""
     config = pipe.scheduler.config
     images, _ = sample(
@@ -20,8 +20,8 @@ def run(pipe, units, variants, **options) -> np.ndarray:
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
         steps=STEPS,
-        width=SIZE,
-        height=SIZE,
+        width=width,
+        height=height,
         scheduler_factory=lambda: type(pipe.scheduler).from_config(config),
         **options,
     )
