@@ -16,6 +16,7 @@ without it; at strength 0 (or outside start/end) every recorded residual is exac
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,14 +83,20 @@ class ResidualProbe:
 
     @contextmanager
     def watching(self, unet: torch.nn.Module, row: int, wanted: bool) -> Iterator[None]:
-        """Hooks that keep row `row` of the UNet's skip activations during one UNet call."""
+        """Hooks that keep row `row` of the UNet's skip activations during one UNet call.
+
+        The UNet is shared: another request's call on another thread while the hooks are on
+        passes them by (they would read its rows, or a row its batch does not have)."""
         self._skips, self._names = [], []
         if not wanted:
             yield
             return
+        owner = threading.get_ident()
 
         def keep(name_of):
             def hook(module, inputs, output):
+                if threading.get_ident() != owner:
+                    return
                 if isinstance(output, tuple):  # a down block: (hidden, its skip outputs)
                     for j, skip in enumerate(output[1]):
                         self._names.append(name_of(j))

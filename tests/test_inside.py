@@ -70,3 +70,37 @@ def test_an_unknown_step_choice_is_a_field_error():
 
     with pytest.raises(FieldError, match="inside_step must be one of"):
         ResidualProbe("sometimes")
+
+
+def test_another_threads_unet_call_passes_the_hooks_by(tiny_engine):
+    """The UNet is shared by every request: while one run's hooks are on, a call on another
+    thread (one row, where the watched row is 3) runs untouched and adds nothing to the record."""
+    import threading
+
+    import torch
+
+    unet = tiny_engine.manager.base().unet
+    width = unet.config.cross_attention_dim
+
+    def call(rows: int) -> None:
+        sample = torch.randn(rows, 4, 8, 8, generator=torch.Generator().manual_seed(rows))
+        with torch.inference_mode():
+            unet(sample, torch.tensor(500), encoder_hidden_states=torch.zeros(rows, 77, width))
+
+    probe = ResidualProbe()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            call(1)
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    with probe.watching(unet, row=3, wanted=True):
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+        assert not errors and not probe._skips
+        call(4)
+    skips = 1 + sum(len(b.resnets) + (1 if b.downsamplers else 0) for b in unet.down_blocks)
+    assert len(probe._skips) == skips + 1  # one call's: conv_in, the down blocks', the middle
