@@ -484,9 +484,16 @@ class Engine:
         modalities = [get_modality(spec.modality) for spec in specs]
         keys = [self.manager.controlnet_cache_key(m) for m in modalities]
         chosen = controlnets or {}
+        # One look-up per model: tabs sharing one (the union model) must get the same object
+        # even if another request evicts it between two look-ups, so that the sampler feeds
+        # their maps to it in one call.
+        by_key: dict[str, Any] = {}
+        for modality, key in zip(modalities, keys, strict=True):
+            if key not in by_key and modality.controlnet_key not in chosen:
+                by_key[key] = self.manager.controlnet(modality, status, keep=keys)
         loaded = [
-            chosen.get(m.controlnet_key) or self.manager.controlnet(m, status, keep=keys)
-            for m in modalities
+            chosen.get(m.controlnet_key) or by_key[key]
+            for m, key in zip(modalities, keys, strict=True)
         ]
         units = [
             ControlUnit(

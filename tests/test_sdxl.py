@@ -311,6 +311,38 @@ def test_combine_feeds_several_maps_to_the_one_union_model(saved_sdxl, square_im
     assert np.abs(result.arrays[0] - result.arrays[1]).mean() > 1e-3
 
 
+def test_tabs_sharing_the_union_model_get_one_object_even_if_it_is_evicted_meanwhile(
+    saved_sdxl, square_image
+):
+    """Scribble and Human pose in one Combine run share the union model. A request looks each
+    model up once: another request evicting it between two look-ups (here: every look-up
+    empties the cache) must not give the second map a second copy, which would run as a call
+    of its own instead of one call for both maps."""
+    from controlnet_core import ControlSpec
+    from controlnet_core.modalities import SDXL_UNION_ID
+
+    engine = sdxl_engine(saved_sdxl)
+    manager = engine.manager
+    look_up = manager.controlnet
+
+    def evicted_after(modality, status=None, keep=()):
+        loaded = look_up(modality, status, keep)
+        with manager._cache_lock:
+            manager._controlnets.clear()
+        return loaded
+
+    manager.controlnet = evicted_after
+    request = request_for(
+        "canny",
+        extra_controls=(
+            ControlSpec("scribble", "none", conditioning_scale=0.8),
+            ControlSpec("pose", "none", conditioning_scale=0.5),
+        ),
+    )
+    engine.generate(request, square_image, extra_images=[square_image, square_image])
+    assert manager.loads[f"controlnet:{SDXL_UNION_ID}"] == 1
+
+
 def test_sdxl_sizes_are_its_trained_buckets_capped_by_its_own_limit(saved_sdxl):
     """On SDXL `resolution` is the side of a square of the output's area and the aspect snaps to
     SDXL's trained buckets (a short side of 1024 on a 4:3 photo would ask 1.4× its pixels); the
