@@ -325,6 +325,15 @@ def _fetch_model_files(repo_id: str) -> None:
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"]+)+/([^\s/'\"]+)")
 
 
+def _server_folders() -> list[str]:
+    """The hub cache, its home and the temporary folder: where loaders find or put weights."""
+    import tempfile
+
+    from huggingface_hub import constants
+
+    return [constants.HF_HUB_CACHE, constants.HF_HOME, tempfile.gettempdir()]
+
+
 def _missing_weights_message(
     what: str, model_id: str, error: Exception, hint: str, private: Collection[str] = ()
 ) -> str:
@@ -332,9 +341,17 @@ def _missing_weights_message(
     (`private`: more local paths to name by their last part, such as the settings' folders,
     which a loader's reason may quote relative or with spaces)."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    names = {model_id: shown_source(model_id)} | {path: Path(path).name for path in private}
+    names = {model_id: shown_source(model_id)}
+    for path in private:
+        resolved = Path(path).expanduser().resolve()
+        names |= {path: resolved.name, str(resolved): resolved.name}
+    # Folders a loader may quote that can hold spaces, which the pattern below stops at.
+    names |= {folder: Path(folder).name for folder in _server_folders()}
+    names[str(Path.home())] = "~"
     for path in sorted(names, key=len, reverse=True):
-        if path:
+        # A path without a folder part ("." for the working folder) is no secret, and replacing
+        # it would garble the text (every dot gone).
+        if "/" in path and names[path]:
             reason = reason.replace(path, names[path])
     reason = _ABSOLUTE_PATH.sub(r"\1", reason)
     return (

@@ -447,3 +447,30 @@ def test_weights_messages_name_local_paths_by_their_last_part():
     assert "The VAE weights 'vae' could not be loaded (no config.json in vae, nor in " in message
     assert "nor in control nets/canny or x.json" in message
     assert "John Smith" not in message and "my models" not in message and "/opt" not in message
+
+
+def test_weights_messages_hide_the_hub_cache_and_home_and_keep_dots(monkeypatch, tmp_path):
+    """The hub cache under a home folder with spaces (not a settings path) is named by its last
+    part, the home folder as "~"; `--controlnet-dir .` names nothing and leaves the text's dots."""
+    from huggingface_hub import constants
+
+    from controlnet_core.models import ModelManager
+
+    home = tmp_path / "Jane Doe"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hf cache" / "hub"))
+    reason = OSError(
+        f"no config.json in {home}/hf cache/hub/models--x--y/snapshots/abc, "
+        f"nor in {home}/my weights/z."
+    )
+    message = ModelManager(Settings(backend="real"))._missing_weights_message(
+        "ControlNet", "x/y", reason, "hint"
+    )
+    assert "(no config.json in hub/models--x--y/snapshots/abc, nor in ~/my weights/z.)" in message
+    assert "Jane" not in message and "hf cache" not in message
+
+    reason = OSError("no diffusion_pytorch_model.safetensors in ./controlnet-union-sdxl-1.0.")
+    message = ModelManager(Settings(backend="real", controlnet_dir="."))._missing_weights_message(
+        "ControlNet", "xinsir/controlnet-union-sdxl-1.0", reason, "hint"
+    )
+    assert "(no diffusion_pytorch_model.safetensors in ./controlnet-union-sdxl-1.0.)" in message
