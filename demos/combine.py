@@ -58,6 +58,7 @@ from demos.hosting import field_message, guard_inputs, light_work, report, user_
 from demos.inside import InsidePanel, inside_outputs, inside_panel
 from demos.running import results_stop, run_buttons
 from demos.session import session_controlnets
+from demos.texts import can_generate
 
 UNITS = 3
 DEFAULT_UNITS = ("pose", "depth", "canny")
@@ -80,14 +81,18 @@ def _preprocessor_choices(modality_id: str) -> list[tuple[str, str]]:
     return [(get_preprocessor(p).label, p) for p in get_modality(modality_id).preprocessors]
 
 
-def unit_form(number: int, modality_id: str) -> list[FormField]:
-    """ControlNet unit `number`'s fields: modality, image, preprocessor, strength, start, end."""
+def unit_form(
+    number: int, modality_id: str, choices: Sequence[tuple[str, str]] | None = None
+) -> list[FormField]:
+    """ControlNet unit `number`'s fields: modality (one of `choices`, by default every modality
+    with an uploaded image), image, preprocessor, strength, start, end."""
     prefix = f"unit{number}_"
     label = f"ControlNet {number} · "
+    options = list(choices or _upload_modalities())
     modality = FormField(
         f"{prefix}modality",
         label + "Modality",
-        lambda: gr.Dropdown(label="Modality", choices=_upload_modalities(), value=modality_id),
+        lambda: gr.Dropdown(label="Modality", choices=options, value=modality_id),
         target="modality",
     )
     image = FormField(
@@ -262,10 +267,13 @@ def build_request(
 
 
 def create_demo(engine: Engine) -> gr.Blocks:
-    choices = {value for _, value in _upload_modalities()}
+    # Only what this backend can run: the toy model has three ControlNets, SDXL none for Content
+    # shuffle (their own tabs say so and keep Preview map; here a unit could only fail).
+    runnable = [(label, m) for label, m in _upload_modalities() if can_generate(engine, m)]
+    choices = {value for _, value in runnable}
     wanted = OFFLINE_UNITS if engine.backend in ("toy", "tiny") else DEFAULT_UNITS
-    starts = [m if m in choices else sorted(choices)[0] for m in wanted]
-    units = [unit_form(number, starts[number - 1]) for number in range(1, UNITS + 1)]
+    starts = [m if m in choices else runnable[0][1] for m in wanted]
+    units = [unit_form(number, starts[number - 1], runnable) for number in range(1, UNITS + 1)]
     shared = shared_form(engine)
     with tab_container() as demo:
         view = layout_combine(engine, units, shared)
@@ -418,9 +426,15 @@ def wire_recipe_load(
         controls = request.controls()
         for number, control in enumerate(controls, start=1):
             if control.modality not in choices:
+                label = get_modality(control.modality).label
+                if can_generate(engine, control.modality):
+                    raise gr.Error(
+                        f"ControlNet {number} of this recipe is {label}, which the Combine tab "
+                        "does not take: load it in its own tab."
+                    )
                 raise gr.Error(
-                    f"ControlNet {number} of this recipe is {get_modality(control.modality).label}, "
-                    "which the Combine tab does not take: load it in its own tab."
+                    f"ControlNet {number} of this recipe is {label}, for which this server's "
+                    "model has no ControlNet."
                 )
         updates = []
         for number, form in enumerate(units, start=1):

@@ -212,6 +212,25 @@ def test_combine_names_its_units_in_errors():
     )
 
 
+def test_combine_offers_only_the_modalities_this_backend_runs():
+    """The toy model has ControlNets for Canny and Scribble among the uploaded modalities: a
+    Combine unit offers those (Depth would fail at Generate); the tiny backend runs them all."""
+    from demos import combine
+
+    def offered(backend: str) -> list[list[str]]:
+        with gr.Blocks() as demo:
+            combine.create_demo(Engine(Settings(backend=backend)))
+        return [
+            [value for _, value in block.choices]
+            for block in demo.blocks.values()
+            if isinstance(block, gr.Dropdown) and block.label == "Modality"
+        ]
+
+    assert offered("toy") == [["canny", "scribble"]] * combine.UNITS
+    every = [value for _, value in combine._upload_modalities()]
+    assert offered("tiny") == [every] * combine.UNITS and "depth" in every
+
+
 def test_combine_resets_a_preprocessor_only_when_the_user_picks_a_modality():
     """A recipe sets a unit's modality and its own preprocessor; a .change handler would then
     reset that preprocessor to the modality's default in the browser."""
