@@ -24,6 +24,7 @@ from controlnet_core.errors import FieldError
 from controlnet_core.images import (
     fit_image,
     image_sha1,
+    open_header,
     open_image,
     sdxl_size,
     target_size,
@@ -230,6 +231,14 @@ class Engine:
         if self.sizes_by_area:
             return sdxl_size(width, height, resolution)
         return target_size(width, height, resolution)
+
+    def check_image_file(self, path: str) -> tuple[int, int]:
+        """(width, height) of the image file at `path`, read from its header; ValueError when
+        this server would refuse it (not an image, over the upload or pixel limits)."""
+        with open_header(
+            path, self.settings.max_image_pixels, self.settings.max_upload_bytes
+        ) as image:
+            return image.size
 
     def open_image(self, source: object) -> Any:
         """`source` (a file path, PIL image or array) checked against the upload limits.

@@ -37,24 +37,7 @@ def open_image(source: object, max_pixels: int, max_bytes: int | None = None) ->
     Files over `max_bytes` are refused unread. The EXIF orientation of photos is applied.
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            raise ValueError("the image file could not be read; upload it again") from None
-        if max_bytes is not None and size > max_bytes:
-            raise ImageTooLargeError(
-                f"image file is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB"
-            )
-        try:
-            image = Image.open(path)
-        except Image.DecompressionBombError:
-            raise ImageTooLargeError(_too_many_pixels(None, max_pixels)) from None
-        except (OSError, SyntaxError, ValueError):
-            raise ValueError(
-                "the file is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF…)"
-            ) from None
-        check_pixels(image.size, max_pixels)
+        image = open_header(source, max_pixels, max_bytes)
         try:
             # Only EXIF read with the header: PNG's getexif() decodes the pixels to look further.
             if "exif" not in image.info or image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
@@ -67,6 +50,33 @@ def open_image(source: object, max_pixels: int, max_bytes: int | None = None) ->
     elif isinstance(source, np.ndarray) and source.ndim >= 2:
         check_pixels((source.shape[1], source.shape[0]), max_pixels)
     return source
+
+
+def open_header(path: str | Path, max_pixels: int, max_bytes: int | None = None) -> Image.Image:
+    """The image file at `path` opened with its header read only (pixels not decoded), refused
+    (ValueError, ImageTooLargeError) when it is no image, or over `max_bytes` or `max_pixels`."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise ValueError("the image file could not be read; upload it again") from None
+    if max_bytes is not None and size > max_bytes:
+        raise ImageTooLargeError(
+            f"image file is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB"
+        )
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(_too_many_pixels(None, max_pixels)) from None
+    except (OSError, SyntaxError, ValueError):
+        raise ValueError(
+            "the file is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF…)"
+        ) from None
+    try:
+        check_pixels(image.size, max_pixels)
+    except ImageTooLargeError:
+        image.close()
+        raise
+    return image
 
 
 def check_pixels(size: tuple[int, int], max_pixels: int) -> None:

@@ -214,7 +214,12 @@ def read_recipe(source: object) -> dict[str, Any]:
                     "this PNG could not be read; load a PNG generated here or its JSON recipe"
                 ) from None
         else:
-            recipe = _parse_json(path.read_bytes())
+            data = path.read_bytes()
+            if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] not in (b"{", b"["):
+                raise ValueError(
+                    "this file is neither a PNG generated here nor a JSON recipe: load one of those"
+                )
+            recipe = _parse_json(data)
     elif isinstance(source, (str, bytes)):
         recipe = _parse_json(source)
     else:

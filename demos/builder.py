@@ -54,6 +54,7 @@ from demos.hosting import (
     light_work,
     limit_canvas_input,
     output_folder,
+    refuse_bad_uploads,
     report,
     user_errors,
     with_previews,
@@ -411,6 +412,8 @@ def wire_tab(view: TabView, form: Sequence[FormField], engine: Engine) -> None:
     wire_preview(view, form, engine)
     wire_recipe_load(view, form, engine)
     wire_parameter_display(view, form)
+    if type(view.fields["image"]) is gr.Image:  # an upload, not a canvas
+        refuse_bad_uploads(view.fields["image"], IMAGE_LABEL[False], engine)
     if view.inside is not None:
         wire_inside(view, form, engine)
         wire_timeline(view, form, engine)

@@ -54,7 +54,14 @@ from demos.form import (
     text_fields,
     window_fields,
 )
-from demos.hosting import field_message, guard_inputs, light_work, report, user_errors
+from demos.hosting import (
+    field_message,
+    guard_inputs,
+    light_work,
+    refuse_bad_uploads,
+    report,
+    user_errors,
+)
 from demos.inside import InsidePanel, inside_outputs, inside_panel
 from demos.running import results_stop, run_buttons
 from demos.session import session_controlnets
@@ -278,6 +285,8 @@ def create_demo(engine: Engine) -> gr.Blocks:
     with tab_container() as demo:
         view = layout_combine(engine, units, shared)
         wire_unit_modalities(view)
+        for number, unit in enumerate(view.units, start=1):
+            refuse_bad_uploads(unit["image"], f"ControlNet {number} · Image", engine)
         wire_fast_mode(view.fast, view.shared, engine)
         wire_runs(view, engine, units, shared)
         wire_recipe_load(view, engine, units, shared, choices)

@@ -215,6 +215,32 @@ def light_work(settings: Any) -> dict[str, Any]:
     }
 
 
+def refuse_bad_uploads(image: gr.Image, label: str, engine: Any) -> None:
+    """An upload this server would refuse (no image, over the byte or pixel limit) is named as
+    soon as it arrives and taken out of the box, rather than at Generate. Only its header is read.
+    (A file that is no image at all is already refused by gradio's own reading, see
+    `guard_inputs`.)"""
+
+    def check(path: str | None):
+        if not path:
+            return gr.update()
+        try:
+            engine.check_image_file(path)
+        except ValueError as error:
+            gr.Warning(page_text(f"{label}: {error}"))
+            return None
+        return gr.update()
+
+    image.upload(
+        check,
+        inputs=image,
+        outputs=image,
+        api_visibility="private",
+        show_progress="hidden",
+        **light_work(engine.settings),
+    )
+
+
 def limit_canvas_input(editor: gr.ImageEditor, max_pixels: int) -> gr.ImageEditor:
     """Refuse an oversized canvas value from the image headers, before gradio decodes its layers.
 

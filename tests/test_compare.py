@@ -211,6 +211,12 @@ def test_bad_recipes_are_rejected_clearly(tmp_path):
         read_recipe(tmp_path / "plain.png")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_recipe("{nope")
+    (tmp_path / "notes.png").write_text("shopping list")  # a text file, named as a PNG
+    with pytest.raises(ValueError, match="neither a PNG generated here nor a JSON recipe"):
+        read_recipe(tmp_path / "notes.png")
+    (tmp_path / "broken.json").write_text('{"format": ')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_recipe(tmp_path / "broken.json")
     with pytest.raises(ValueError, match="not a recipe of this app"):
         read_recipe({"prompt": "x"})
     with pytest.raises(ValueError, match="nested too deeply"):

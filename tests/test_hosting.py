@@ -131,6 +131,39 @@ def test_pixel_bombs_are_refused_from_the_header(tmp_path):
     assert image.size == (13000, 13000) and image.tile  # tiles left to decode: not loaded
 
 
+def test_an_upload_the_server_would_refuse_is_named_and_removed_at_once(tmp_path):
+    """The input image's upload handler (a tab's and a Combine unit's) reads the header only: an
+    image over the pixel limit, or no image, is taken out of the box with a warning; a good one
+    stays as it is."""
+    import warnings
+
+    import gradio as gr
+
+    import app
+    from controlnet_core import Engine
+
+    with gr.Blocks() as demo:
+        app.build_app(Engine(Settings(backend="toy")), ["canny"], lab=False)
+    checks = {
+        demo.blocks[target].label: dependency.fn
+        for dependency in demo.fns.values()
+        for target, event in dependency.targets
+        if event == "upload" and isinstance(demo.blocks[target], gr.Image)
+    }
+    assert set(checks) == {"Input image", "Image or control map"}
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 48)).save(good)
+    (tmp_path / "notes.png").write_text("shopping list")
+    for check in checks.values():
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            assert check(bomb_png(tmp_path / "bomb.png")) is None
+            assert check(str(tmp_path / "notes.png")) is None
+        said = [str(w.message) for w in shown if w.category is not Image.DecompressionBombWarning]
+        assert "13000x13000" in said[0] and "not an image" in said[1] and len(said) == 2
+        assert check(str(good)) == gr.update()
+
+
 def test_files_over_the_byte_limit_are_refused_unread(tmp_path):
     path = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 600, 3), np.uint8)).save(path)
