@@ -67,7 +67,7 @@ from demos.inside import (
     timeline_outputs,
     timeline_panel,
 )
-from demos.running import RunButtons, results_stop, run_buttons
+from demos.running import FORMING, RunButtons, results_stop, run_buttons
 from demos.session import session_controlnets
 from demos.texts import backend_note, can_generate, starting_values
 
@@ -870,7 +870,7 @@ def show_preview(step: int, total: int, images: Sequence[np.ndarray]) -> tuple:
             picture = picture.resize(
                 (picture.width * factor, picture.height * factor), Image.BILINEAR
             )
-        items.append((picture, f"forming… step {step} of {total}"))
+        items.append((picture, f"{FORMING} step {step} of {total}"))
     return items, gr.skip(), gr.skip(), gr.skip()
 
 

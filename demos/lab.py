@@ -53,8 +53,9 @@ def toy_base(engine: Engine):
     return _toy_base["pipe"]
 
 
-def frame(lab, started: float, budget: float) -> tuple:
-    """What the page shows now: status, held-out sample, loss curve, zero-convolution norms."""
+def frame(lab, started: float, budget: float, ended: str | None = None) -> tuple:
+    """What the page shows now: status, held-out sample, loss curve, zero-convolution norms.
+    `ended` ("Done", "Stopped") words the status of a run that has ended."""
     shown = lab.sample(steps=SAMPLE_STEPS)
     big = [Image.fromarray(a).resize((192, 192), Image.NEAREST) for a in (shown.control,)]
     big += [
@@ -77,10 +78,14 @@ def frame(lab, started: float, budget: float) -> tuple:
         }
     )
     dropped = 100 * lab.prompts_dropped / lab.prompts_seen if lab.prompts_seen else 0.0
+    elapsed = min(time.monotonic() - started, budget)
+    clock = f"{elapsed:.0f} of {budget:.0f} s"
+    if ended is not None:
+        clock = f"trained {elapsed:.0f} s: the weights below are this step's"
     status = (
-        f"**Step {lab.step}** · {time.monotonic() - started:.0f} of {budget:.0f} s · edge F1 of "
-        f"the ControlNet image against its map: **{shown.edge_f1:.2f}** · prompts dropped so "
-        f"far: {dropped:.0f} %"
+        f"**{f'{ended} at step' if ended else 'Step'} {lab.step}** · {clock} · edge F1 of the "
+        f"ControlNet image against its map: **{shown.edge_f1:.2f}** · prompts dropped so far: "
+        f"{dropped:.0f} %"
     )
     return status, pictures, curve, bars
 
@@ -88,9 +93,12 @@ def frame(lab, started: float, budget: float) -> tuple:
 def lab_runner(engine: Engine):
     """The `/lab_train` handler: a generator that trains and yields a frame every REFRESH_S."""
 
-    def run_lab(kind: str, drop_prompt_percent: float, time_budget_s: float):
+    def run_lab(
+        kind: str, drop_prompt_percent: float, time_budget_s: float, request: gr.Request = None
+    ):
         budget_s = float(min(max(float(time_budget_s), 1.0), MAX_BUDGET_S))
-        if not LAB_LOCK.acquire(blocking=False):
+        # A run that was just stopped lets go within a chunk: its user may be starting again.
+        if not LAB_LOCK.acquire(timeout=REFRESH_S + 2):
             raise gr.Error(
                 "A training is already running on this server (one at a time): press "
                 "“Watch the current run” to follow it, or try again when it ends.",
@@ -98,16 +106,18 @@ def lab_runner(engine: Engine):
             )
         try:
             lab = TrainingLab(toy_base(engine), kind, float(drop_prompt_percent) / 100)
-            _last_run["lab"] = lab
             started = time.monotonic()
+            _last_run.clear()
+            _last_run.update(lab=lab, started=started, budget=budget_s, session=_session(request))
             yield shared_frame(lab, started, budget_s)
             while event_wanted():  # at least one chunk, then until the budget is spent
                 chunk_end = min(time.monotonic() + REFRESH_S, started + budget_s)
                 lab.train(STEPS_PER_CHUNK)
                 while time.monotonic() < chunk_end:
                     lab.train(STEPS_PER_CHUNK)
-                yield shared_frame(lab, started, budget_s)
-                if time.monotonic() - started >= budget_s:
+                done = time.monotonic() - started >= budget_s
+                yield shared_frame(lab, started, budget_s, "Done" if done else None)
+                if done:
                     break
         finally:
             LAB_LOCK.release()
@@ -115,11 +125,30 @@ def lab_runner(engine: Engine):
     return run_lab
 
 
-def shared_frame(lab, started: float, budget: float) -> tuple:
+def shared_frame(lab, started: float, budget: float, ended: str | None = None) -> tuple:
     """A frame for the page, kept for the users who watch the run."""
-    shown = frame(lab, started, budget)
+    shown = frame(lab, started, budget, ended)
     _last_run["frame"] = shown
     return shown
+
+
+def _session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def stopped_frame(request: gr.Request = None):
+    """After Stop, the stopped run's last state, once it has let go (within a chunk): the page
+    otherwise kept the frame before, steps behind the weights Use and Download take."""
+    skip = tuple(gr.skip() for _ in range(4))
+    if "lab" not in _last_run or _last_run.get("session") != _session(request):
+        return skip  # no run of this visitor's: nothing of theirs stopped
+    if not LAB_LOCK.acquire(timeout=REFRESH_S * 3):
+        return skip
+    try:
+        run = dict(_last_run)
+        return shared_frame(run["lab"], run["started"], run["budget"], "Stopped")
+    finally:
+        LAB_LOCK.release()
 
 
 def watch_run():
@@ -225,6 +254,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
                     y="norm",
                     title="Zero convolutions: weight norm (down blocks, then the middle)",
                     sort=None,
+                    y_lim=[0, None],  # from zero: the bars' lengths compare the norms
                     height=220,
                 )
 
@@ -255,8 +285,10 @@ def wire_lab(
         run_lab,
         inputs=[kind_choice, drop_slider, budget_slider],
         outputs=[status, sample, loss, norms],
+        # One run at a time is LAB_LOCK's business: a second visitor's start reaches it and
+        # is told at once, where a queue of one would leave them waiting, unseen, for minutes.
         concurrency_id="lab",
-        concurrency_limit=1,
+        concurrency_limit=None,
         show_progress_on=[status],
         **endpoint(
             run_lab,
@@ -265,7 +297,12 @@ def wire_lab(
             "stream what it learns: status, held-out sample, loss curve, zero-conv norms.",
         ),
     )
-    stop.click(None, cancels=[run])
+    stop.click(None, cancels=[run]).then(
+        stopped_frame,
+        outputs=[status, sample, loss, norms],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     watching = watch.click(
         watch_run,
         outputs=[status, sample, loss, norms],

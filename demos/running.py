@@ -106,7 +106,9 @@ class RunButtons:
             )
             events.append(run)
         for stop in self._stops:
-            stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
+            stopped = stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
+            if isinstance(results, gr.Gallery):
+                stopped.then(stopped_captions, inputs=results, outputs=results, **_instant())
 
     @property
     def _stops(self) -> list[gr.Button]:
@@ -124,6 +126,20 @@ class RunButtons:
         runs = [gr.update(interactive=self.enabled) for _ in self.runs]
         stops = [gr.update(visible=False) for _ in self._stops]
         return [*runs, gr.update(interactive=True), *stops]
+
+
+FORMING = "forming…"  # the caption of a live preview: "forming… step 3 of 20"
+
+
+def stopped_captions(items: list | None):
+    """The gallery after Stop: a stopped run's previews say so ("stopped at step 3 of 20"),
+    rather than look as if it still went on; finished images stay as they are."""
+    if not items or not any(caption and caption.startswith(FORMING) for _, caption in items):
+        return gr.skip()
+    return [
+        (image, caption.replace(FORMING, "stopped at", 1) if caption else caption)
+        for image, caption in items
+    ]
 
 
 def _instant() -> dict[str, Any]:

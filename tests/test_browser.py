@@ -366,7 +366,8 @@ def test_phone_width_canny_generate(phone_page):
 
 def test_phone_width_a_run_shows_its_results_with_a_stop_beside_them(phone_page):
     """On a phone the results come after every control: a run scrolls them into view as it
-    starts, so the image is seen forming, with a Stop above them that ends the run."""
+    starts, so the image is seen forming, with a Stop above them that ends the run; its
+    previews then read "stopped at step …"."""
     page = phone_page
     panel = open_tab(page, "Canny")
     pick_canny_example(page, panel)
@@ -383,6 +384,11 @@ def test_phone_width_a_run_shows_its_results_with_a_stop_beside_them(phone_page)
     expect(stop_by_results).to_be_visible()
     expect(stop_by_results).to_be_in_viewport()
     expect(panel.locator(".cn-results-col")).to_be_in_viewport()
+    results = panel.locator(".cn-results-col")
+    expect(results.get_by_text("forming… step").first).to_be_visible(timeout=60_000)
     stop_by_results.click()
     expect(stop_by_results).to_be_hidden()
     expect(generate).to_be_enabled()
+    # The stopped run's previews say so, not "forming…" as if it went on.
+    expect(results.get_by_text("stopped at step").first).to_be_visible()
+    expect(results.get_by_text("forming… step")).to_have_count(0)

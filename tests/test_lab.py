@@ -45,12 +45,13 @@ def test_bad_lab_settings_name_their_field(toy_pipe):
         TrainingLab(toy_pipe, drop_prompt=1.5, samples=4)
 
 
-def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time():
+def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time(monkeypatch):
     import gradio as gr
 
     from app import build_app
     from demos import lab
 
+    monkeypatch.setattr(lab, "REFRESH_S", 0.5)  # how long a second start waits for the first
     demo = build_app(Engine(Settings(backend="toy")), ["canny"], combine=False)
     run = next(f for f in demo.fns.values() if f.api_name == "lab_train").fn
     frames = run("canny", 50, 1)  # a 1-second budget
@@ -61,10 +62,35 @@ def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time():
     assert (bars["norm"] == 0).all()
     with pytest.raises(gr.Error, match="already running"):  # a second run waits its turn
         next(run("canny", 50, 1))
-    *_, last = frames  # the budget ends the run
+    *_, last = frames  # the budget ends the run, and its last status says so
     status, pictures, curve, bars = last
-    assert not status.startswith("**Step 0**") and len(curve) >= 1 and (bars["norm"] > 0).all()
+    assert status.startswith(f"**Done at step {lab._last_run['lab'].step}**")
+    assert "trained 1 s" in status and len(curve) >= 1 and (bars["norm"] > 0).all()
     assert not lab.LAB_LOCK.locked()
+
+
+def test_after_stop_the_page_shows_the_step_the_weights_are_at():
+    """Stop cancels the run; the step after it shows the run's state once it has let go (the
+    weights Use and Download take), for the visitor who ran it only."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from app import build_app
+    from demos import lab
+
+    demo = build_app(Engine(Settings(backend="toy")), ["canny"], combine=False)
+    run = next(f for f in demo.fns.values() if f.api_name == "lab_train").fn
+    owner, other = SimpleNamespace(session_hash="a"), SimpleNamespace(session_hash="b")
+    frames = run("canny", 50, 30, owner)
+    next(frames)
+    next(frames)
+    frames.close()  # what Stop's cancel does to the generator
+    assert lab.stopped_frame(other) == tuple(gr.skip() for _ in range(4))
+    status, pictures, curve, bars = lab.stopped_frame(owner)
+    step = lab._last_run["lab"].step
+    assert step > 0 and status.startswith(f"**Stopped at step {step}**")
+    assert pictures[1][1] == f"with the ControlNet, step {step}"
 
 
 def test_the_lab_weights_download_as_a_diffusers_folder(tmp_path):
