@@ -80,7 +80,8 @@ def build_app(
         gr.Markdown(
             f"# {TITLE}\n"
             "ControlNet steers Stable Diffusion with a control image: edges, a drawing, depth, pose… "
-            "Pick a tab, give it an image (or draw), and compare with plain SD."
+            "Pick a tab, give it an image (or pick one of its examples; draw one in Sketch), "
+            "and compare with plain SD."
         )
         with gr.Accordion("What am I looking at?", open=False):
             gr.Markdown(EXPLAINER)

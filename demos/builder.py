@@ -219,8 +219,14 @@ def field_labels(form: Sequence[FormField], prefix: str = "") -> Callable[[tuple
 # --- the layout -----------------------------------------------------------------------------------
 
 
-def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) -> TabView:
-    """Place the form's components, the buttons and the results area; nothing is wired here."""
+def layout_tab(
+    modality: Modality,
+    engine: Engine,
+    form: Sequence[FormField],
+    examples: Sequence[Sequence[Any]] | None = None,
+) -> TabView:
+    """Place the form's components, the buttons, the `examples` (image, prompt) and the results
+    area; nothing is wired here."""
     made: dict[str, gr.components.Component] = {}
 
     def place(*names: str) -> None:
@@ -255,6 +261,13 @@ def layout_tab(modality: Modality, engine: Engine, form: Sequence[FormField]) ->
                     value=DEFAULT_SWEEPS["strength"],
                     scale=2,
                     interactive=buttons.enabled,
+                )
+            if examples and modality.input_kind != INPUT_CANVAS:
+                # Before the settings: a newcomer's first run starts from one of them.
+                gr.Examples(
+                    examples=[list(e) for e in examples],
+                    inputs=[made["image"], made["prompt"]],
+                    label="Examples: click one to fill the image and the prompt",
                 )
             with gr.Accordion("Control", open=True):
                 place("preprocessor", "detect_resolution", "params")
@@ -365,6 +378,8 @@ def results_area(label: str) -> tuple[gr.Gallery, gr.ImageSlider]:
         object_fit="contain",
         buttons=["download", "download_all", "fullscreen"],  # gradio's Share fails here
         elem_classes=["cn-results"],
+        # Also an input (Stop relabels its previews), which would make it an upload area.
+        interactive=False,
     )
     return gallery, comparison
 
@@ -389,12 +404,10 @@ def create_demo(
     modality = get_modality(modality_id)
     form = tab_form(modality, engine)
     with tab_container() as demo:
-        view = layout_tab(modality, engine, form)
+        view = layout_tab(modality, engine, form, examples)
         if extra_inputs is not None:
             extra_inputs(view)
         wire_tab(view, form, engine)
-        if examples and modality.input_kind != INPUT_CANVAS:
-            gr.Examples(examples=[list(e) for e in examples], inputs=[view.source, view.prompt])
     guard_inputs(demo)
     return demo
 

@@ -250,3 +250,20 @@ def test_combine_resets_a_preprocessor_only_when_the_user_picks_a_modality():
         if target in dropdowns
     ]
     assert len(dropdowns) == combine.UNITS and events == ["input"] * combine.UNITS
+
+
+def test_results_galleries_take_no_uploads():
+    """The results gallery is also an input (Stop relabels its previews); gradio would make an
+    input an upload area ("Drop Media Here") unless told it is not interactive."""
+    import app
+
+    with gr.Blocks() as demo:
+        app.build_app(Engine(Settings(backend="toy")), ["canny", "sketch"], lab=False)
+    inputs = {block._id for fn in demo.fns.values() for block in fn.inputs}
+    galleries = [
+        block
+        for block in demo.blocks.values()
+        if isinstance(block, gr.Gallery) and block._id in inputs
+    ]
+    assert len(galleries) == 3  # Canny's, Sketch's and Combine's results
+    assert all(gallery.interactive is False for gallery in galleries)
