@@ -182,7 +182,9 @@ def _source(modality: Modality, engine: Engine) -> gr.components.Component:
     if modality.input_kind == INPUT_CANVAS:
         return limit_canvas_input(
             gr.Sketchpad(
-                label="Draw here (brush first)",
+                # Short: on a phone the canvas's toolbar covers a longer label (the tab's text
+                # says to pick the brush first).
+                label="Draw here",
                 type="numpy",
                 canvas_size=CANVAS_SIZE,
                 brush=gr.Brush(colors=["#000000"], default_size=8, color_mode="fixed"),
@@ -365,7 +367,7 @@ def note_area(engine: Engine, modality_id: str | None = None) -> gr.Markdown:
 def results_area(label: str) -> tuple[gr.Gallery, gr.ImageSlider]:
     """The comparison slider (shown after a Compare, where the eye is) above the gallery."""
     comparison = gr.ImageSlider(
-        label="Plain SD ⟷ ControlNet (drag)",
+        label="Plain SD ⟷ ControlNet",  # short, as the slider's toolbar covers its right end
         format="png",
         type="filepath",
         visible=False,

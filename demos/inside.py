@@ -103,8 +103,18 @@ def short_name(name: str) -> str:
     return {"conv_in": "in", "mid_block": "mid"}.get(name, name)
 
 
-def block_caption(name: str, channels: int, height: int, width: int, residual: float) -> str:
-    return f"{name} · {height}×{width} · {channels} ch · |r| {residual:.3g}"
+def bar_label(index: int, name: str) -> str:
+    """A block's label in the bar chart, also opening its heat map's caption: "01 d0.0"."""
+    return f"{index:02d} {short_name(name)}"
+
+
+def block_caption(
+    index: int, name: str, channels: int, height: int, width: int, residual: float
+) -> str:
+    """A heat map's caption: its bar's label, the block's name in diffusers, size, norm."""
+    return (
+        f"{bar_label(index, name)} ({name}) · {height}×{width} · {channels} ch · |r| {residual:.3g}"
+    )
 
 
 def inside_outputs(result: Any) -> tuple[list[tuple[Image.Image, str]], pd.DataFrame]:
@@ -113,13 +123,13 @@ def inside_outputs(result: Any) -> tuple[list[tuple[Image.Image, str]], pd.DataF
     heats = [
         (
             heat_image(p.heat, result.control_map),
-            block_caption(p.name, p.channels, p.height, p.width, p.residual_norm),
+            block_caption(i, p.name, p.channels, p.height, p.width, p.residual_norm),
         )
-        for p in record.points
+        for i, p in enumerate(record.points)
     ]
     bars = pd.DataFrame(
         {
-            "block": [f"{i:02d} {short_name(p.name)}" for i, p in enumerate(record.points)],
+            "block": [bar_label(i, p.name) for i, p in enumerate(record.points)],
             "relative": [p.relative for p in record.points],
         }
     )

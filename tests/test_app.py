@@ -420,7 +420,11 @@ def test_inside_endpoint_traces_one_generation(served):
     heats, bars = client.predict(*args, api_name="/canny_inside")
     rows = bars["data"]
     assert len(heats) == len(rows) >= 2
-    assert heats[0]["caption"].startswith("conv_in · ") and "mid_block" in heats[-1]["caption"]
+    # Each heat map's caption opens with its bar's label, then the block's name in diffusers.
+    for heat, row in zip(heats, rows, strict=True):
+        assert heat["caption"].startswith(f"{row[0]} (")
+    assert heats[0]["caption"].startswith("00 in (conv_in) · ")
+    assert f"{len(rows) - 1:02d} mid (mid_block) · " in heats[-1]["caption"]
     assert all(row[1] > 0 for row in rows)
     off = endpoint_args(
         client,
