@@ -7,7 +7,10 @@ request: on a public server it may be megabytes long, or an object whose repr ho
 
 from __future__ import annotations
 
+import re
 import reprlib
+from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 _SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
@@ -65,3 +68,42 @@ def field_name(path: tuple[PathPart, ...]) -> str:
         else:
             name += f".{part}" if name else part
     return name
+
+
+# An absolute path in a loader's message (the server's folders, the hub cache's): its last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"]+)+/([^\s/'\"]+)")
+
+
+def _server_folders() -> list[str]:
+    """The hub cache, its home and the temporary folder: where loaders find or put weights."""
+    import tempfile
+
+    from huggingface_hub import constants
+
+    return [constants.HF_HUB_CACHE, constants.HF_HOME, tempfile.gettempdir()]
+
+
+def failure_reason(
+    error: BaseException, private: Collection[str] = (), names: Mapping[str, str] | None = None
+) -> str:
+    """Why a load failed, for a public page: the first line of `error` (its type's name when it
+    says nothing), with the server's paths named by their last part and the home folder as "~".
+
+    `private` are more local paths to name so (the settings' folders, which a loader may quote
+    relative or with spaces); `names` maps other text to what to show instead (a model's id).
+    """
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    shown_as = dict(names or {})
+    for path in private:
+        resolved = Path(path).expanduser().resolve()
+        shown_as |= {path: resolved.name, str(resolved): resolved.name}
+    # Folders a loader may quote that can hold spaces, which the pattern below stops at.
+    shown_as |= {folder: Path(folder).name for folder in _server_folders()}
+    shown_as[str(Path.home())] = "~"
+    for path in sorted(shown_as, key=len, reverse=True):
+        # A path without a folder part ("." for the working folder) is no secret, and replacing
+        # it would garble the text (every dot gone).
+        if "/" in path and shown_as[path]:
+            reason = reason.replace(path, shown_as[path])
+    return _ABSOLUTE_PATH.sub(r"\1", reason)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controlnet_core.concurrency import import_runtime, model_construction_lock
-from controlnet_core.errors import shown
+from controlnet_core.errors import failure_reason, shown
 from controlnet_core.families import (
     FAMILY_LABELS,
     SDXL,
@@ -247,7 +247,6 @@ def _union_from_file(path: Path, unet, dtype: torch.dtype):
     its ProMax weights, `diffusion_pytorch_model_promax.safetensors`), offline: its config is the
     UNet's plus what its weights show (how many control types: 6, or 8 for ProMax; the widths of
     its condition encoder and of the transformer that fuses several maps)."""
-    import re
 
     from diffusers import ControlNetUnionModel
     from safetensors.torch import load_file
@@ -321,39 +320,13 @@ def _fetch_model_files(repo_id: str) -> None:
         hf_hub_download(repo_id, "diffusion_pytorch_model.bin")
 
 
-# An absolute path in a loader's message (the server's folders, the hub cache's): its last part.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"]+)+/([^\s/'\"]+)")
-
-
-def _server_folders() -> list[str]:
-    """The hub cache, its home and the temporary folder: where loaders find or put weights."""
-    import tempfile
-
-    from huggingface_hub import constants
-
-    return [constants.HF_HUB_CACHE, constants.HF_HOME, tempfile.gettempdir()]
-
-
 def _missing_weights_message(
     what: str, model_id: str, error: Exception, hint: str, private: Collection[str] = ()
 ) -> str:
     """What could not be loaded and why, then how to provide it; models by name, not by path
     (`private`: more local paths to name by their last part, such as the settings' folders,
     which a loader's reason may quote relative or with spaces)."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    names = {model_id: shown_source(model_id)}
-    for path in private:
-        resolved = Path(path).expanduser().resolve()
-        names |= {path: resolved.name, str(resolved): resolved.name}
-    # Folders a loader may quote that can hold spaces, which the pattern below stops at.
-    names |= {folder: Path(folder).name for folder in _server_folders()}
-    names[str(Path.home())] = "~"
-    for path in sorted(names, key=len, reverse=True):
-        # A path without a folder part ("." for the working folder) is no secret, and replacing
-        # it would garble the text (every dot gone).
-        if "/" in path and names[path]:
-            reason = reason.replace(path, names[path])
-    reason = _ABSOLUTE_PATH.sub(r"\1", reason)
+    reason = failure_reason(error, private, {model_id: shown_source(model_id)})
     return (
         f"The {what} weights '{shown_source(model_id)}' could not be loaded ({reason[:300]}).\n"
         f"Provide them in one of these ways:\n"

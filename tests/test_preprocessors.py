@@ -417,6 +417,26 @@ def test_failed_loads_are_remembered_briefly():
         cache.get("unknown")
 
 
+def test_a_failed_annotator_load_says_why_without_server_paths(monkeypatch, tmp_path):
+    """The reason shown is the loader's first line, without its exception's class name, and
+    with the hub cache's path named by its last part."""
+    from huggingface_hub import constants
+
+    cache_dir = tmp_path / "Jane Doe" / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
+
+    def load(local_files_only: bool):
+        raise FileNotFoundError(f"no model.pth in {cache_dir}/models--org--repo/snapshots/abc")
+
+    cache = AnnotatorCache(retry_after_s=60)
+    cache.add_source(AnnotatorSource("broken", load, weights="org/repo: model.pth"))
+    with pytest.raises(WeightsUnavailableError) as caught:
+        cache.get("broken")
+    text = str(caught.value)
+    assert "(no model.pth in hub/models--org--repo/snapshots/abc)" in text
+    assert "FileNotFoundError" not in text and "Jane" not in text
+
+
 # --- engine: maps are cached per (image, preprocessor, params) -----------------------------------
 
 

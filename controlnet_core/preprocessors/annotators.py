@@ -25,7 +25,7 @@ import numpy as np
 
 from controlnet_core import hub
 from controlnet_core.concurrency import model_construction_lock
-from controlnet_core.errors import shown
+from controlnet_core.errors import failure_reason, shown
 from controlnet_core.preprocessors import (
     ParamSpec,
     PreprocessorSpec,
@@ -179,8 +179,7 @@ def _load_local_first(source: AnnotatorSource) -> Any:
 
 def _missing(source: AnnotatorSource, error: Exception) -> tuple[str, str]:
     """What is missing, and how to get it with why loading failed (shortened)."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    reason = f"{type(error).__name__}: {reason}"
+    reason = failure_reason(error)
     if len(reason) > 160:  # a whole word, then "…": the tail of a network error says nothing new
         reason = reason[:160].rsplit(" ", 1)[0] + "…"
     if source.weights is None:
