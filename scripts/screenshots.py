@@ -73,6 +73,7 @@ def generate_and_wait(page, panel, images: int = 2) -> None:
         f"[role=tabpanel]:not([hidden]) button.thumbnail-item img').length >= {images}",
         timeout=180_000,
     )
+    page.mouse.move(0, 0)  # off the button: a hovered button is drawn paler
     page.wait_for_timeout(1500)
 
 
@@ -106,7 +107,33 @@ def shot_compare(page, out: Path) -> None:
     page.screenshot(path=str(out / "compare.png"), full_page=True)
 
 
-SHOTS: dict[str, Callable] = {"main": shot_main, "compare": shot_compare}
+def shot_inside_toy(page, out: Path) -> None:
+    """The Canny tab's "Inside the ControlNet" panel after "Look inside" (run with --backend toy:
+    the toy model's residuals have structure, random weights' do not)."""
+    from demos.examples import shapes_drawing
+
+    open_tab(page, "Canny")
+    panel = visible_panel(page)
+    panel.locator("input[type=file]").first.set_input_files(shapes_drawing("star_circle", True))
+    page.wait_for_timeout(1500)
+    inside = panel.locator(".block", has_text="Inside the ControlNet").first
+    panel.get_by_text("Inside the ControlNet", exact=False).first.click()
+    panel.get_by_role("button", name="Look inside", exact=True).click()
+    page.wait_for_function(
+        "[...document.querySelectorAll('[role=tabpanel]:not([hidden]) .caption-label')]"
+        ".some(e => e.textContent.includes('(mid_block)'))",
+        timeout=180_000,
+    )
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(1500)
+    inside.screenshot(path=str(out / "inside_toy.png"))
+
+
+SHOTS: dict[str, Callable] = {
+    "main": shot_main,
+    "compare": shot_compare,
+    "inside_toy": shot_inside_toy,
+}
 
 
 def main(shots: dict[str, Callable] = SHOTS, description: str = __doc__) -> None:

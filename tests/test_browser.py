@@ -198,10 +198,12 @@ def test_canny_example_then_generate(page):
     expect(panel.get_by_text(re.compile(r"Running on cpu, (float32|bfloat16)\."))).to_be_visible()
     pick_canny_example(page, panel)
 
-    panel.get_by_role("button", name="Generate", exact=True).click()
+    generate = panel.get_by_role("button", name="Generate", exact=True)
+    generate.click()
 
     captions = wait_for_gallery(page, panel, 2)
     assert captions[0] == "Control map" and is_seed_caption(captions[1]), captions
+    expect(generate).to_be_enabled()  # the run's end gives the buttons back
     seed = int(captions[1].split()[1])
     panel.get_by_role("button", name=re.compile("^Advanced")).click()
     expect(panel.get_by_role("spinbutton", name="Seed")).to_have_value(str(seed))
