@@ -106,9 +106,16 @@ class RunButtons:
             )
             events.append(run)
         for stop in self._stops:
-            stopped = stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
-            if isinstance(results, gr.Gallery):
-                stopped.then(stopped_captions, inputs=results, outputs=results, **_instant())
+            if isinstance(results, gr.Gallery):  # one event: every event costs start-up time
+                stop.click(
+                    lambda items: [*self._idle(), stopped_captions(items)],
+                    inputs=results,
+                    outputs=[*self._switched, results],
+                    cancels=events,
+                    **_instant(),
+                )
+            else:
+                stop.click(self._idle, outputs=self._switched, cancels=events, **_instant())
 
     @property
     def _stops(self) -> list[gr.Button]:
