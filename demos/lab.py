@@ -142,8 +142,9 @@ def stopped_frame(request: gr.Request = None):
     skip = tuple(gr.skip() for _ in range(4))
     if "lab" not in _last_run or _last_run.get("session") != _session(request):
         return skip  # no run of this visitor's: nothing of theirs stopped
-    if not LAB_LOCK.acquire(timeout=REFRESH_S * 3):
-        return skip
+    if not LAB_LOCK.acquire(timeout=REFRESH_S * 3):  # a busy machine: still in its last chunk
+        step = _last_run["lab"].step
+        return (f"**Stopped at step {step}**, finishing its last few steps.", *skip[1:])
     try:
         run = dict(_last_run)
         return shared_frame(run["lab"], run["started"], run["budget"], "Stopped")

@@ -69,7 +69,7 @@ def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time(monkeypatch):
     assert not lab.LAB_LOCK.locked()
 
 
-def test_after_stop_the_page_shows_the_step_the_weights_are_at():
+def test_after_stop_the_page_shows_the_step_the_weights_are_at(monkeypatch):
     """Stop cancels the run; the step after it shows the run's state once it has let go (the
     weights Use and Download take), for the visitor who ran it only."""
     from types import SimpleNamespace
@@ -91,6 +91,12 @@ def test_after_stop_the_page_shows_the_step_the_weights_are_at():
     step = lab._last_run["lab"].step
     assert step > 0 and status.startswith(f"**Stopped at step {step}**")
     assert pictures[1][1] == f"with the ControlNet, step {step}"
+    # A run that has not let go in time (a busy machine) is still said to be stopping.
+    monkeypatch.setattr(lab, "REFRESH_S", 0.1)
+    with lab.LAB_LOCK:
+        status, *rest = lab.stopped_frame(owner)
+    assert status.startswith(f"**Stopped at step {step}**, finishing")
+    assert rest == [gr.skip()] * 3
 
 
 def test_the_lab_weights_download_as_a_diffusers_folder(tmp_path):
