@@ -4,6 +4,9 @@ and with several maps fed to the one model, on tiny SDXL-shaped models."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -128,6 +131,27 @@ def test_a_control_type_goes_with_a_union_model_only(models, maps):
         ControlUnit(union, maps[0])
 
 
+@contextmanager
+def compiled(pipe, union, backend: str) -> Iterator:
+    """`pipe`'s UNet and `union` compiled with dynamo's `backend` and warmed up at SIZE², as
+    `--compile` does, with dynamo's graphs counted from zero; the compiled union model."""
+    from torch._dynamo.utils import counters
+
+    from controlnet_core.compiled import Compiled, warm_up
+
+    eager_unet = pipe.unet
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        pipe.unet = Compiled(eager_unet, backend=backend)
+        model = Compiled(union, backend=backend)
+        warm_up(pipe.unet, model, SIZE)
+        yield model
+    finally:
+        pipe.unet = eager_unet
+        torch._dynamo.reset()
+
+
 def test_the_compiled_union_model_takes_any_control_type_and_strength_without_recompiling(
     models, maps
 ):
@@ -137,8 +161,6 @@ def test_the_compiled_union_model_takes_any_control_type_and_strength_without_re
     two maps at other strengths (a sweep, a window closing mid-run), reuse the graphs compiled
     for one map and for two (dynamo's eager backend: the wrapping, not Inductor)."""
     from torch._dynamo.utils import counters
-
-    from controlnet_core.compiled import Compiled, warm_up
 
     pipe, union = models
     one = [ControlUnit(union, maps[0], control_type=3)]
@@ -150,25 +172,17 @@ def test_the_compiled_union_model_takes_any_control_type_and_strength_without_re
         return [Variant(SEED, windows), Variant(SEED, tuple(reversed(windows)))]
 
     expected = [run(pipe, one, sweep), run(pipe, two, pairs(0.8, 0.3))]
-    eager_unet = pipe.unet
-    torch._dynamo.reset()
-    counters.clear()
-    try:
-        pipe.unet = Compiled(eager_unet, backend="eager")
-        compiled = Compiled(union, backend="eager")
-        warm_up(pipe.unet, compiled, SIZE)
-        one_map = [ControlUnit(compiled, maps[0], control_type=3)]
+    with compiled(pipe, union, "eager") as model:
+        one_map = [ControlUnit(model, maps[0], control_type=3)]
         got = [run(pipe, one_map, sweep)]
         graphs = counters["stats"]["unique_graphs"]
-        run(pipe, [ControlUnit(compiled, maps[0], control_type=1)], sweep)
+        run(pipe, [ControlUnit(model, maps[0], control_type=1)], sweep)
         assert counters["stats"]["unique_graphs"] == graphs  # another control type
-        two_maps = [*one_map, ControlUnit(compiled, maps[1], control_type=5)]
+        two_maps = [*one_map, ControlUnit(model, maps[1], control_type=5)]
         got.append(run(pipe, two_maps, pairs(0.8, 0.3)))
         graphs = counters["stats"]["unique_graphs"]
         run(pipe, two_maps, pairs(0.1, 0.9))
         assert counters["stats"]["unique_graphs"] == graphs  # other strengths, windows closing
-    finally:
-        pipe.unet = eager_unet
     for images, reference in zip(got, expected, strict=True):
         np.testing.assert_allclose(images, reference, atol=1e-4)
 
@@ -180,8 +194,6 @@ def test_the_compiled_union_model_is_one_graph_and_one_more_for_every_other_size
     Inductor cannot compile; torch then compiles the model piecewise (12 graphs at the warm-up),
     and again at every new size."""
     from torch._dynamo.utils import counters
-
-    from controlnet_core.compiled import Compiled, warm_up
 
     pipe, union = models
 
@@ -197,23 +209,14 @@ def test_the_compiled_union_model_is_one_graph_and_one_more_for_every_other_size
 
     variants = [Variant(SEED, (UnitSettings(0.8), UnitSettings(0.5, 0.0, 0.67)))]
     expected = run(pipe, units(union, 96, 64), variants, width=96, height=64)
-    eager_unet = pipe.unet
-    torch._dynamo.reset()
-    counters.clear()
-    try:
-        pipe.unet = Compiled(eager_unet, backend="aot_eager")
-        compiled = Compiled(union, backend="aot_eager")
-        warm_up(pipe.unet, compiled, SIZE)
+    with compiled(pipe, union, "aot_eager") as model:
         assert counters["stats"]["unique_graphs"] == 2  # the UNet's and the union model's
-        got = run(pipe, units(compiled, 96, 64), variants, width=96, height=64)
+        got = run(pipe, units(model, 96, 64), variants, width=96, height=64)
         # Two maps at another size: the union model's graph for them, the UNet's with residuals.
         assert counters["stats"]["unique_graphs"] == 4
         for width, height in ((64, 96), (128, 96)):
-            run(pipe, units(compiled, width, height), variants, width=width, height=height)
+            run(pipe, units(model, width, height), variants, width=width, height=height)
         assert counters["stats"]["unique_graphs"] == 4
-    finally:
-        pipe.unet = eager_unet
-        torch._dynamo.reset()
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
