@@ -71,7 +71,8 @@ def field_name(path: tuple[PathPart, ...]) -> str:
 
 
 # An absolute path in a loader's message (the server's folders, the hub cache's): its last part.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"]+)+/([^\s/'\"]+)")
+# Not after a word, a dot, a colon, a slash or "~" (a URL's path, a path relative to home).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])(?:/[^\s/'\"]+)+/([^\s/'\"]+)")
 
 
 def _server_folders() -> list[str]:
@@ -81,6 +82,13 @@ def _server_folders() -> list[str]:
     from huggingface_hub import constants
 
     return [constants.HF_HUB_CACHE, constants.HF_HOME, tempfile.gettempdir()]
+
+
+def _replace_path(text: str, path: str, name: str) -> str:
+    """`text` with the folder `path` shown as `name` where it stands as a path of its own (not
+    inside a URL or a longer name), as a whole or followed by what is in it."""
+    pattern = rf"(?<![\w.:/~]){re.escape(path.rstrip('/'))}(?=/|$|[\s'\"),;])"
+    return re.sub(pattern, lambda match: name, text)
 
 
 def failure_reason(
@@ -94,16 +102,21 @@ def failure_reason(
     """
     text = str(error).strip()
     reason = text.splitlines()[0] if text else type(error).__name__
-    shown_as = dict(names or {})
+    for old, new in (names or {}).items():
+        if old and old != new:
+            reason = reason.replace(old, new)
+    folders: dict[str, str] = {}
     for path in private:
         resolved = Path(path).expanduser().resolve()
-        shown_as |= {path: resolved.name, str(resolved): resolved.name}
+        folders |= {path: resolved.name, str(resolved): resolved.name}
     # Folders a loader may quote that can hold spaces, which the pattern below stops at.
-    shown_as |= {folder: Path(folder).name for folder in _server_folders()}
-    shown_as[str(Path.home())] = "~"
-    for path in sorted(shown_as, key=len, reverse=True):
+    folders |= {folder: Path(folder).name for folder in _server_folders()}
+    home = str(Path.home())
+    if len(home.strip("/")) > 0:  # a home of "/" (a container's nobody) is no folder to hide
+        folders[home] = "~"
+    for path in sorted(folders, key=len, reverse=True):
         # A path without a folder part ("." for the working folder) is no secret, and replacing
         # it would garble the text (every dot gone).
-        if "/" in path and shown_as[path]:
-            reason = reason.replace(path, shown_as[path])
+        if "/" in path and folders[path]:
+            reason = _replace_path(reason, path, folders[path])
     return _ABSOLUTE_PATH.sub(r"\1", reason)

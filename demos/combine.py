@@ -277,6 +277,7 @@ def create_demo(engine: Engine) -> gr.Blocks:
     # Only what this backend can run: the toy model has three ControlNets, SDXL none for Content
     # shuffle (their own tabs say so and keep Preview map; here a unit could only fail).
     runnable = [(label, m) for label, m in _upload_modalities() if can_generate(engine, m)]
+    runnable = runnable or _upload_modalities()  # none (weights missing): each unit says why
     choices = {value for _, value in runnable}
     wanted = OFFLINE_UNITS if engine.backend in ("toy", "tiny") else DEFAULT_UNITS
     starts = [m if m in choices else runnable[0][1] for m in wanted]

@@ -237,7 +237,8 @@ def refuse_bad_uploads(image: gr.Image, label: str, engine: Any) -> None:
         outputs=image,
         api_visibility="private",
         show_progress="hidden",
-        **light_work(engine.settings),
+        # A header read: not queued, so a busy server's full queue does not refuse an upload.
+        queue=False,
     )
 
 

@@ -97,8 +97,11 @@ def lab_runner(engine: Engine):
         kind: str, drop_prompt_percent: float, time_budget_s: float, request: gr.Request = None
     ):
         budget_s = float(min(max(float(time_budget_s), 1.0), MAX_BUDGET_S))
-        # A run that was just stopped lets go within a chunk: its user may be starting again.
-        if not LAB_LOCK.acquire(timeout=REFRESH_S + 2):
+        session = _session(request)
+        # Another visitor is told at once. A visitor whose own stopped run is still finishing its
+        # chunk waits for it (the lab's concurrency group lets one such call in at a time).
+        own = session is not None and _last_run.get("session") == session
+        if not (LAB_LOCK.acquire(timeout=REFRESH_S + 2) if own else LAB_LOCK.acquire(False)):
             raise gr.Error(
                 "A training is already running on this server (one at a time): press "
                 "“Watch the current run” to follow it, or try again when it ends.",
@@ -108,18 +111,20 @@ def lab_runner(engine: Engine):
             lab = TrainingLab(toy_base(engine), kind, float(drop_prompt_percent) / 100)
             started = time.monotonic()
             _last_run.clear()
-            _last_run.update(lab=lab, started=started, budget=budget_s, session=_session(request))
+            _last_run.update(lab=lab, started=started, budget=budget_s, session=session)
             yield shared_frame(lab, started, budget_s)
             while event_wanted():  # at least one chunk, then until the budget is spent
                 chunk_end = min(time.monotonic() + REFRESH_S, started + budget_s)
                 lab.train(STEPS_PER_CHUNK)
                 while time.monotonic() < chunk_end:
                     lab.train(STEPS_PER_CHUNK)
-                done = time.monotonic() - started >= budget_s
-                yield shared_frame(lab, started, budget_s, "Done" if done else None)
-                if done:
+                if time.monotonic() - started >= budget_s:
+                    _last_run["ended"] = "Done"
+                    yield shared_frame(lab, started, budget_s, "Done")
                     break
+                yield shared_frame(lab, started, budget_s)
         finally:
+            _last_run.setdefault("ended", "Stopped")  # Stop, or the visitor left
             LAB_LOCK.release()
 
     return run_lab
@@ -138,16 +143,26 @@ def _session(request: gr.Request | None) -> str | None:
 
 def stopped_frame(request: gr.Request = None):
     """After Stop, the stopped run's last state, once it has let go (within a chunk): the page
-    otherwise kept the frame before, steps behind the weights Use and Download take."""
+    otherwise kept the frame before, steps behind the weights Use and Download take. Only for
+    the visitor whose run it is, and only for a run that was stopped (not one that ran out its
+    budget, nor another visitor's that started meanwhile)."""
     skip = tuple(gr.skip() for _ in range(4))
-    if "lab" not in _last_run or _last_run.get("session") != _session(request):
+    session = _session(request)
+    if session is None or _last_run.get("session") != session:
         return skip  # no run of this visitor's: nothing of theirs stopped
     if not LAB_LOCK.acquire(timeout=REFRESH_S * 3):  # a busy machine: still in its last chunk
-        step = _last_run["lab"].step
-        return (f"**Stopped at step {step}**, finishing its last few steps.", *skip[1:])
+        run = dict(_last_run)
+        if run.get("session") != session or "lab" not in run:
+            return skip
+        return (f"**Stopped at step {run['lab'].step}**, finishing its last few steps.", *skip[1:])
     try:
         run = dict(_last_run)
-        return shared_frame(run["lab"], run["started"], run["budget"], "Stopped")
+        if run.get("session") != session or run.get("ended") != "Stopped":
+            return skip
+        if "stopped" not in run:  # drawn once: Stop pressed again shows the same
+            ended = shared_frame(run["lab"], run["started"], run["budget"], "Stopped")
+            _last_run["stopped"] = ended
+        return _last_run["stopped"]
     finally:
         LAB_LOCK.release()
 
@@ -288,8 +303,9 @@ def wire_lab(
         outputs=[status, sample, loss, norms],
         # One run at a time is LAB_LOCK's business: a second visitor's start reaches it and
         # is told at once, where a queue of one would leave them waiting, unseen, for minutes.
+        # Two, not more: only a visitor restarting after their own Stop waits in there.
         concurrency_id="lab",
-        concurrency_limit=None,
+        concurrency_limit=2,
         show_progress_on=[status],
         **endpoint(
             run_lab,

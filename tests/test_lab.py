@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -45,13 +47,12 @@ def test_bad_lab_settings_name_their_field(toy_pipe):
         TrainingLab(toy_pipe, drop_prompt=1.5, samples=4)
 
 
-def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time(monkeypatch):
+def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time():
     import gradio as gr
 
     from app import build_app
     from demos import lab
 
-    monkeypatch.setattr(lab, "REFRESH_S", 0.5)  # how long a second start waits for the first
     demo = build_app(Engine(Settings(backend="toy")), ["canny"], combine=False)
     run = next(f for f in demo.fns.values() if f.api_name == "lab_train").fn
     frames = run("canny", 50, 1)  # a 1-second budget
@@ -60,8 +61,10 @@ def test_the_lab_tab_streams_a_run_and_allows_one_at_a_time(monkeypatch):
     first_controlled, first_plain = (np.asarray(p[0]) for p in pictures[1:])
     assert np.array_equal(first_controlled, first_plain)  # zero convolutions: nothing changes
     assert (bars["norm"] == 0).all()
-    with pytest.raises(gr.Error, match="already running"):  # a second run waits its turn
+    started = time.perf_counter()
+    with pytest.raises(gr.Error, match="already running"):  # another visitor is told at once
         next(run("canny", 50, 1))
+    assert time.perf_counter() - started < 1.0  # no worker held waiting for the run to end
     *_, last = frames  # the budget ends the run, and its last status says so
     status, pictures, curve, bars = last
     assert status.startswith(f"**Done at step {lab._last_run['lab'].step}**")
@@ -91,12 +94,18 @@ def test_after_stop_the_page_shows_the_step_the_weights_are_at(monkeypatch):
     step = lab._last_run["lab"].step
     assert step > 0 and status.startswith(f"**Stopped at step {step}**")
     assert pictures[1][1] == f"with the ControlNet, step {step}"
+    assert lab.stopped_frame(owner)[0] == status  # pressed again: the same, not drawn again
     # A run that has not let go in time (a busy machine) is still said to be stopping.
     monkeypatch.setattr(lab, "REFRESH_S", 0.1)
     with lab.LAB_LOCK:
         status, *rest = lab.stopped_frame(owner)
     assert status.startswith(f"**Stopped at step {step}**, finishing")
     assert rest == [gr.skip()] * 3
+    # A run that spent its budget keeps its "Done": Stop afterwards changes nothing.
+    for _ in run("canny", 50, 1, owner):
+        pass
+    assert lab._last_run["ended"] == "Done"
+    assert lab.stopped_frame(owner) == tuple(gr.skip() for _ in range(4))
 
 
 def test_the_lab_weights_download_as_a_diffusers_folder(tmp_path):

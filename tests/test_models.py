@@ -474,3 +474,22 @@ def test_weights_messages_hide_the_hub_cache_and_home_and_keep_dots(monkeypatch,
         "ControlNet", "xinsir/controlnet-union-sdxl-1.0", reason, "hint"
     )
     assert "(no diffusion_pytorch_model.safetensors in ./controlnet-union-sdxl-1.0.)" in message
+
+
+@pytest.mark.parametrize("home", ["/", "/app"])
+def test_weights_messages_keep_urls_whole_whatever_the_home_folder(monkeypatch, home):
+    """A home of "/" (a container's user without a home) or a short one names only itself: a
+    URL in the reason stays whole, and other absolute paths still show their last part only."""
+    from controlnet_core.errors import failure_reason
+
+    monkeypatch.setenv("HOME", home)
+    reason = OSError(
+        "cannot connect to 'https://huggingface.co/apple/x' and found no cached files at "
+        "/srv/models/cache/x."
+    )
+    assert failure_reason(reason) == (
+        "cannot connect to 'https://huggingface.co/apple/x' and found no cached files at x."
+    )
+    assert failure_reason(OSError("no file in /app/weights/y")) == (
+        "no file in ~/weights/y" if home == "/app" else "no file in y"
+    )
