@@ -31,7 +31,7 @@ from controlnet_core.images import (
     to_rgb_array,
 )
 from controlnet_core.inside import ResidualProbe, ResidualRecord
-from controlnet_core.modalities import Modality, get_modality
+from controlnet_core.modalities import get_modality
 from controlnet_core.preprocessors import apply_preprocessor, get_preprocessor
 from controlnet_core.recipes import build_recipe, read_recipe, request_from_recipe, sweep_record
 from controlnet_core.request import (
@@ -452,7 +452,6 @@ class Engine:
                 f"must hold one image per extra control ({len(request.extra_controls)}); "
                 f"got {len(extra_images)}",
             )
-        modality = get_modality(request.modality)
 
         def status(message: str) -> None:
             if progress is not None:
@@ -460,7 +459,7 @@ class Engine:
 
         status("Making the control map…")
         main_map = self.control_map(
-            modality.id,
+            request.modality,
             control_image,
             request.preprocessor,
             request.preprocessor_params,
@@ -491,19 +490,7 @@ class Engine:
 
         specs = request.controls()
         modalities = [get_modality(spec.modality) for spec in specs]
-        keys = [self.manager.controlnet_cache_key(m) for m in modalities]
-        chosen = controlnets or {}
-        # One look-up per model: tabs sharing one (the union model) must get the same object
-        # even if another request evicts it between two look-ups, so that the sampler feeds
-        # their maps to it in one call.
-        by_key: dict[str, Any] = {}
-        for modality, key in zip(modalities, keys, strict=True):
-            if key not in by_key and modality.controlnet_key not in chosen:
-                by_key[key] = self.manager.controlnet(modality, status, keep=keys)
-        loaded = [
-            chosen.get(m.controlnet_key) or by_key[key]
-            for m, key in zip(modalities, keys, strict=True)
-        ]
+        loaded = self._controlnets(modalities, controlnets or {}, status)
         units = [
             ControlUnit(
                 model=net.model,
@@ -521,9 +508,23 @@ class Engine:
         few_step = None
         if request.scheduler == FEW_STEP_SCHEDULER:
             few_step = self.manager.few_step(status)
-        return _Prepared(
-            request, modality, maps, loaded, units, settings, width, height, started, few_step
-        )
+        return _Prepared(request, maps, loaded, units, settings, width, height, started, few_step)
+
+    def _controlnets(self, modalities, chosen: Mapping[str, Any], status) -> list[Any]:
+        """The loaded ControlNet of each of `modalities` (`chosen` ones by their key first).
+
+        One look-up per model: tabs sharing one (the union model) must get the same object even
+        if another request evicts it between two look-ups, so that the sampler feeds their maps
+        to it in one call."""
+        keys = [self.manager.controlnet_cache_key(m) for m in modalities]
+        by_key: dict[str, Any] = {}
+        for modality, key in zip(modalities, keys, strict=True):
+            if key not in by_key and modality.controlnet_key not in chosen:
+                by_key[key] = self.manager.controlnet(modality, status, keep=keys)
+        return [
+            chosen.get(m.controlnet_key) or by_key[key]
+            for m, key in zip(modalities, keys, strict=True)
+        ]
 
     def _run(
         self,
@@ -621,7 +622,6 @@ class Engine:
 @dataclass
 class _Prepared:
     request: GenerationRequest
-    modality: Modality
     maps: list[np.ndarray]
     loaded: list[Any]
     units: list[Any]

@@ -463,16 +463,7 @@ def test_fast_mode_on_sdxl_fuses_its_lora_as_diffusers_does(saved_sdxl, models, 
 
     lora = save_tiny_few_step_lora(models[0].unet, saved_sdxl / "lcm-lora-sdxl", seed=4)
     engine = sdxl_engine(saved_sdxl, few_step_lora=str(lora))
-    request = GenerationRequest(
-        modality="canny",
-        preprocessor="none",
-        prompt=PROMPT,
-        steps=STEPS,
-        guidance_scale=1.0,
-        scheduler="LCM",
-        resolution=SIZE,
-        seed=3,
-    )
+    request = request_for("canny", guidance_scale=1.0, scheduler="LCM", seed=3)
     result = engine.generate(request, square_image)
     assert result.recipe["few_step_lora"] == lora.name
 
@@ -580,11 +571,8 @@ def test_an_sdxl_recipe_regenerates_its_image(saved_sdxl, square_image):
     engine = sdxl_engine(saved_sdxl)
     photo = np.full((48, 64, 3), 255, dtype=np.uint8)
     photo[12:36, 16:48] = 0
-    request = GenerationRequest(
-        modality="canny",
-        preprocessor="none",
-        prompt=PROMPT,
-        steps=STEPS,
+    request = request_for(
+        "canny",
         resolution=128,
         seed=11,
         extra_controls=(ControlSpec("pose", "none", conditioning_scale=0.6),),
